@@ -1,0 +1,1 @@
+"""Shared library of the pipeline: config, data, model, artifact manifest, CLI."""

@@ -1,0 +1,65 @@
+"""The umbrella CLI: `python -m pipeline <command>`. Stages run as `python -m train|export|evaluate`."""
+import argparse
+import sys
+
+from pipeline.errors import fail_cleanly
+
+
+def _cmd_eval_data(args):
+    from pipeline import evalset
+    from pipeline.data import resolve_source
+    n_test, n_calib = evalset.build(resolve_source(args.source), args.out)
+    print(f"wrote {n_test} test and {n_calib} calibration images to {args.out}/")
+
+
+def _cmd_data(args):
+    import time
+    from pipeline import config
+    from pipeline.data import load_cifar10, resolve_source
+    import numpy as np
+    cfg = config.load(args.config)
+    source = resolve_source(str(config.project_path(cfg["data"]["source"])) if not args.source else args.source)
+    t0 = time.time()
+    splits = load_cifar10(source)
+    for name, split in splits.items():
+        print(f"{name}: images {split.images.shape} {split.images.dtype}, "
+              f"per class {np.bincount(split.labels, minlength=10).tolist()}")
+    print(f"loaded in {time.time() - t0:.2f}s")
+
+
+COMMANDS = {}  # name -> (help, add_arguments(parser), run(args)); stages register here
+
+
+def register(name, help, add_arguments, run):
+    COMMANDS[name] = (help, add_arguments, run)
+
+
+def _builtin_commands():
+    def data_args(p):
+        p.add_argument("--config", default=None)
+        p.add_argument("--source", default=None, help="data source (default: config / CIFAR10_DATA)")
+
+    def eval_data_args(p):
+        p.add_argument("--source", default=None, help="image-folder source (default: CIFAR10_DATA)")
+        p.add_argument("--out", default="data")
+
+    register("data", "load (and cache) the data set and print its shape", data_args, _cmd_data)
+    register("make-eval-data", "write the versioned test split and calibration subset", eval_data_args,
+             _cmd_eval_data)
+    try:
+        from pipeline import predict
+        register("predict", predict.HELP, predict.add_arguments, predict.run)
+    except ImportError:
+        pass
+
+
+@fail_cleanly
+def main(argv=None):
+    _builtin_commands()
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    result = COMMANDS[args.command][2](args)
+    sys.exit(result or 0)

@@ -1,0 +1,222 @@
+"""CIFAR-10 as uint8 NHWC images and int labels, from any of the sources users have.
+
+Sources (one string, from config `data.source` or the env var CIFAR10_DATA):
+  - an image-folder tree `train/<class>/*`, `test/<class>/*` as a directory or a
+    `.tar`, `.tar.gz`/`.tgz` or `.zip` archive (the shape of the shared JPEG copy);
+  - the official `cifar-10-python.tar.gz`, or its extracted `cifar-10-batches-py/`;
+  - `download`: keras.datasets.cifar10 (needs a network).
+Decoded arrays are cached on disk keyed by the source's content hash.
+"""
+import io
+import os
+import tarfile
+import time
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from pipeline import atomic
+from pipeline.errors import PipelineError
+from pipeline.model import CLASSES
+from pipeline.safe_pickle import safe_loads
+
+SPLITS = ("train", "test")
+CACHE_VERSION = "1"  # bump when decoding changes, so old caches are not reused
+
+
+class Split:
+    """Images (N, 32, 32, 3) uint8 and labels (N,) int64 of one split."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def resolve_source(configured=None):
+    """The data source: env CIFAR10_DATA wins over the config value."""
+    source = os.environ.get("CIFAR10_DATA") or configured
+    if not source:
+        raise PipelineError("no data source: set data.source in the config or CIFAR10_DATA")
+    return source
+
+
+# ---------------------------------------------------------------- members of a source
+# Every readable source is reduced to (relative posix path, bytes-reader) pairs, so
+# directories and archives share one parser.
+
+def _safe_member(name, source):
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts:
+        raise PipelineError(f"{source}: archive member {name!r} escapes the archive (path traversal)")
+    return p
+
+
+def iter_members(source: Path):
+    """Yield (PurePosixPath, bytes) for every regular file in the source, in one sequential pass."""
+    if source.is_dir():
+        for f in sorted(source.rglob("*")):
+            if f.is_file():
+                yield PurePosixPath(f.relative_to(source).as_posix()), f.read_bytes()
+        return
+    name = source.name.lower()
+    if name.endswith(".zip"):
+        if not zipfile.is_zipfile(source):
+            raise PipelineError(f"{source}: not a zip archive")
+        with zipfile.ZipFile(source) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    yield _safe_member(info.filename, source), zf.read(info)
+        return
+    if name.endswith((".tar", ".tar.gz", ".tgz")):
+        try:
+            tf = tarfile.open(source, "r:*")
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise PipelineError(f"{source}: not a readable tar archive ({exc})") from None
+        with tf:
+            try:
+                for m in tf:
+                    if m.issym() or m.islnk():
+                        raise PipelineError(f"{source}: archive member {m.name!r} is a link; refused")
+                    if m.isfile():
+                        yield _safe_member(m.name, source), tf.extractfile(m).read()
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+                raise PipelineError(f"{source}: corrupt tar archive ({exc})") from None
+        return
+    raise PipelineError(f"{source}: not a directory or a .tar, .tar.gz, .tgz or .zip archive")
+
+
+# ---------------------------------------------------------------- image-folder layout
+
+def _decode_image(data: bytes, where: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception as exc:  # Pillow raises many types for bad files
+        raise PipelineError(f"{where}: not a readable image ({type(exc).__name__}: {exc})") from None
+    if arr.shape != (32, 32, 3):
+        raise PipelineError(f"{where}: image is {arr.shape[1]}x{arr.shape[0]}, expected 32x32")
+    return arr
+
+
+def _find_split_root(paths, source):
+    """The prefix under which `train/` and/or `test/` live (archives often add a top folder)."""
+    for p in paths:
+        for i, part in enumerate(p.parts[:-2]):
+            if part in SPLITS:
+                return PurePosixPath(*p.parts[:i])
+    raise PipelineError(f"{source}: no train/<class>/ or test/<class>/ image folders found")
+
+
+def _load_image_folder(source: Path, splits, progress=True):
+    # Hidden files (.DS_Store, ._foo) are skipped; anything else inside a class folder must decode.
+    members = [(p, data) for p, data in iter_members(source) if not p.name.startswith(".")]
+    root = _find_split_root([p for p, _ in members], source)
+    out = {}
+    for split in splits:
+        prefix = root / split
+        images, labels = [], []
+        chosen = [(p, d) for p, d in members if p.parent.parent == prefix]
+        stray = [p for p, _ in members if p.parent == prefix]
+        if stray:
+            raise PipelineError(f"{source}: file {stray[0]} sits directly in {split}/, expected {split}/<class>/")
+        if not chosen:
+            raise PipelineError(f"{source}: split {split!r} is missing or empty")
+        t0 = time.time()
+        for n, (p, data) in enumerate(chosen):
+            cls = p.parent.name
+            if cls not in CLASSES:
+                raise PipelineError(f"{source}: unknown class folder {split}/{cls}/ (known: {', '.join(CLASSES)})")
+            images.append(_decode_image(data, f"{source}:{p}"))
+            labels.append(CLASSES.index(cls))
+            if progress and (n + 1) % 10000 == 0:
+                print(f"  decoded {n + 1}/{len(chosen)} {split} images ({time.time() - t0:.1f}s)", flush=True)
+        out[split] = Split(np.stack(images), np.asarray(labels, dtype=np.int64))
+    return out
+
+
+# ---------------------------------------------------------------- official python batches
+
+_OFFICIAL_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def _is_official(source: Path):
+    if source.is_dir():
+        return (source / "data_batch_1").exists() or (source / "cifar-10-batches-py").is_dir()
+    return source.name.lower().startswith("cifar-10-python") or source.name.lower().startswith("cifar-10-batches-py")
+
+
+def _load_official(source: Path, splits):
+    wanted = {name for s in splits for name in _OFFICIAL_FILES[s]}
+    found = {}
+    for p, data in iter_members(source):
+        if p.name in wanted:
+            try:
+                batch = safe_loads(data)
+                data = np.asarray(batch[b"data"], dtype=np.uint8)
+                labels = np.asarray(batch[b"labels"], dtype=np.int64)
+            except PipelineError:
+                raise
+            except Exception as exc:
+                raise PipelineError(f"{source}:{p}: not a valid CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
+            if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+                raise PipelineError(f"{source}:{p}: batch has shape {data.shape}, expected (N, 3072)")
+            if labels.size and (labels.min() < 0 or labels.max() > 9):
+                raise PipelineError(f"{source}:{p}: labels outside 0..9")
+            found[p.name] = (data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
+    out = {}
+    for split in splits:
+        missing = [n for n in _OFFICIAL_FILES[split] if n not in found]
+        if missing:
+            raise PipelineError(f"{source}: official batch file {missing[0]} is missing")
+        parts = [found[n] for n in _OFFICIAL_FILES[split]]
+        out[split] = Split(np.ascontiguousarray(np.concatenate([p[0] for p in parts])),
+                           np.concatenate([p[1] for p in parts]))
+    return out
+
+
+def _load_download(splits):
+    import keras
+    try:
+        (xtr, ytr), (xte, yte) = keras.datasets.cifar10.load_data()
+    except Exception as exc:
+        raise PipelineError(f"download of CIFAR-10 failed ({type(exc).__name__}: {exc}); "
+                            "set CIFAR10_DATA to a local copy") from None
+    arrays = {"train": (xtr, ytr), "test": (xte, yte)}
+    return {s: Split(arrays[s][0], arrays[s][1].reshape(-1).astype(np.int64)) for s in splits}
+
+
+# ---------------------------------------------------------------- cache and entry point
+
+def default_cache_dir():
+    return Path(os.environ.get("CIFAR_EDGE_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "data"))
+
+
+def load_cifar10(source, splits=SPLITS, cache_dir=None, progress=True):
+    """{split: Split} for the requested splits of `source` (see module doc)."""
+    splits = tuple(splits)
+    if source == "download":
+        return _load_download(splits)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise PipelineError(f"{path}: data source does not exist")
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = atomic.sha256_tree(path)[:16]
+    cache = cache_dir / f"cifar10-{key}-{'-'.join(splits)}-v{CACHE_VERSION}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            return {s: Split(z[f"{s}_images"], z[f"{s}_labels"]) for s in splits}
+    if progress:
+        print(f"decoding {path} (first load; cached afterwards in {cache_dir})", flush=True)
+    out = _load_official(path, splits) if _is_official(path) else _load_image_folder(path, splits, progress)
+    arrays = {}
+    for s, sp in out.items():
+        arrays[f"{s}_images"], arrays[f"{s}_labels"] = sp.images, sp.labels
+    with atomic.atomic_path(cache, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:  # a file object keeps numpy from appending its own .npz
+            np.savez(f, **arrays)
+    return out

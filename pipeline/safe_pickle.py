@@ -1,0 +1,29 @@
+"""A restricted unpickler for the official CIFAR-10 batches: plain data and numpy arrays only.
+
+The official `cifar-10-python.tar.gz` stores pickled dicts. A pickle can run any code on
+load, so a user's file is never given to plain `pickle.load`: only the few globals that
+rebuild numpy arrays are allowed, everything else is refused.
+"""
+import io
+import pickle
+
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load global {module}.{name}")
+
+
+def safe_loads(data: bytes):
+    """Unpickle `data` allowing only dicts, lists, bytes, ints, strings and numpy arrays."""
+    return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
