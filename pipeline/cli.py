@@ -18,7 +18,8 @@ def _cmd_data(args):
     from pipeline.data import load_cifar10, resolve_source
     import numpy as np
     cfg = config.load(args.config)
-    source = resolve_source(str(config.project_path(cfg["data"]["source"])) if not args.source else args.source)
+    # Flag, then CIFAR10_DATA, then the config file.
+    source = args.source or resolve_source(str(config.project_path(cfg["data"]["source"])))
     t0 = time.time()
     splits = load_cifar10(source)
     for name, split in splits.items():

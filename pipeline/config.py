@@ -24,8 +24,10 @@ def load(path=None):
             return tomllib.load(f)
     except FileNotFoundError:
         raise PipelineError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: invalid TOML ({exc})") from None
+    except OSError as exc:  # a folder, no permission, ...
+        raise PipelineError(f"{path}: cannot read config ({exc.strerror or exc})") from None
 
 
 def set_key(cfg, dotted, value):
@@ -57,8 +59,8 @@ def add_config_args(parser: argparse.ArgumentParser):
 
 def from_args(args):
     """The resolved config: file, then --set items, then every dotted flag that was given."""
-    cfg = copy.deepcopy(load(args.config))
-    for item in args.set:
+    cfg = copy.deepcopy(load(getattr(args, "config", None)))
+    for item in getattr(args, "set", None) or []:
         set_key(cfg, *_parse_set(item))
     for dest, value in vars(args).items():
         if "." in dest and value is not None:

@@ -9,6 +9,7 @@ Decoded arrays are cached on disk keyed by the source's content hash.
 """
 import io
 import os
+import stat
 import tarfile
 import time
 import zipfile
@@ -45,6 +46,12 @@ def resolve_source(configured=None):
     return source
 
 
+def _reason(exc):
+    """An exception as one short line (some, like tarfile's, span several lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 # ---------------------------------------------------------------- members of a source
 # Every readable source is reduced to (relative posix path, bytes-reader) pairs, so
 # directories and archives share one parser.
@@ -67,16 +74,24 @@ def iter_members(source: Path):
     if name.endswith(".zip"):
         if not zipfile.is_zipfile(source):
             raise PipelineError(f"{source}: not a zip archive")
-        with zipfile.ZipFile(source) as zf:
-            for info in zf.infolist():
-                if not info.is_dir():
-                    yield _safe_member(info.filename, source), zf.read(info)
+        try:
+            with zipfile.ZipFile(source) as zf:
+                for info in zf.infolist():
+                    if stat.S_ISLNK(info.external_attr >> 16):
+                        raise PipelineError(f"{source}: archive member {info.filename!r} is a link; refused")
+                    if not info.is_dir():
+                        yield _safe_member(info.filename, source), zf.read(info)
+        # bad CRC / truncated data, encrypted or unsupported compression
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
+            raise PipelineError(f"{source}: corrupt zip archive ({_reason(exc)})") from None
         return
     if name.endswith((".tar", ".tar.gz", ".tgz")):
         try:
             tf = tarfile.open(source, "r:*")
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise PipelineError(f"{source}: not a readable tar archive ({exc})") from None
+        except tarfile.ReadError:
+            raise PipelineError(f"{source}: not a readable tar archive (not a plain, gzip, bz2 or xz tar)") from None
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise PipelineError(f"{source}: not a readable tar archive ({_reason(exc)})") from None
         with tf:
             try:
                 for m in tf:
@@ -85,7 +100,7 @@ def iter_members(source: Path):
                     if m.isfile():
                         yield _safe_member(m.name, source), tf.extractfile(m).read()
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-                raise PipelineError(f"{source}: corrupt tar archive ({exc})") from None
+                raise PipelineError(f"{source}: corrupt tar archive ({_reason(exc)})") from None
         return
     raise PipelineError(f"{source}: not a directory or a .tar, .tar.gz, .tgz or .zip archive")
 
@@ -97,7 +112,7 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except Exception as exc:  # Pillow raises many types for bad files
-        raise PipelineError(f"{where}: not a readable image ({type(exc).__name__}: {exc})") from None
+        raise PipelineError(f"{where}: not a readable image ({type(exc).__name__}: {_reason(exc)})") from None
     if arr.shape != (32, 32, 3):
         raise PipelineError(f"{where}: image is {arr.shape[1]}x{arr.shape[0]}, expected 32x32")
     return arr
@@ -162,7 +177,8 @@ def _load_official(source: Path, splits):
             except PipelineError:
                 raise
             except Exception as exc:
-                raise PipelineError(f"{source}:{p}: not a valid CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
+                raise PipelineError(f"{source}:{p}: not a valid CIFAR-10 batch "
+                                    f"({type(exc).__name__}: {_reason(exc)})") from None
             if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
                 raise PipelineError(f"{source}:{p}: batch has shape {data.shape}, expected (N, 3072)")
             if labels.size and (labels.min() < 0 or labels.max() > 9):
@@ -184,7 +200,7 @@ def _load_download(splits):
     try:
         (xtr, ytr), (xte, yte) = keras.datasets.cifar10.load_data()
     except Exception as exc:
-        raise PipelineError(f"download of CIFAR-10 failed ({type(exc).__name__}: {exc}); "
+        raise PipelineError(f"download of CIFAR-10 failed ({type(exc).__name__}: {_reason(exc)}); "
                             "set CIFAR10_DATA to a local copy") from None
     arrays = {"train": (xtr, ytr), "test": (xte, yte)}
     return {s: Split(arrays[s][0], arrays[s][1].reshape(-1).astype(np.int64)) for s in splits}

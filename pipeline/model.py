@@ -3,9 +3,10 @@
 Every artifact exported from this model takes raw RGB 0..255, NHWC, 32x32x3: the
 scaling to 0..1 and the per-channel normalisation are two Rescaling layers whose
 factors are constants in the model config (no weights, no custom code).
+
+Keras is imported inside the builders, so `from pipeline.model import CLASSES` (the data
+loader, the `data` CLI) stays light and prints no TensorFlow start-up logs.
 """
-import keras
-from keras import layers, regularizers
 
 # Per-channel mean and std of the CIFAR-10 (JPEG q75 copy) training split on 0..1 pixels,
 # measured with pipeline.data.load_cifar10 on ../shared/datasets/cifar10-jpeg.tar.gz.
@@ -26,6 +27,7 @@ PRESETS = {
 
 def _conv_bn(x, filters, kernel_size=3, strides=1, activation="relu", batch_norm=True, l2=1e-4):
     """The seed's resnet_layer: conv -> BN -> activation (conv first)."""
+    from keras import layers, regularizers
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                       kernel_initializer="he_normal",
                       kernel_regularizer=regularizers.l2(l2) if l2 else None)(x)
@@ -39,6 +41,8 @@ def _conv_bn(x, filters, kernel_size=3, strides=1, activation="relu", batch_norm
 def build_resnet(blocks=(3, 3, 2), widths=(32, 64, 128), num_classes=10, l2=1e-4,
                  mean=CIFAR10_MEAN, std=CIFAR10_STD, name="resnet_v1"):
     """ResNet v1: stem conv, stages of basic blocks, 1x1 conv shortcut (no BN) where a stage changes."""
+    import keras
+    from keras import layers
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
     x = layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
     x = layers.Rescaling(scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std)],
@@ -70,6 +74,7 @@ def build_preset(preset="seed", **overrides):
 
 
 def param_counts(model):
+    import keras
     trainable = sum(int(w.numpy().size) if hasattr(w, "numpy") else int(keras.ops.size(w))
                     for w in model.trainable_weights)
     total = model.count_params()

@@ -14,6 +14,11 @@ _ALLOWED = {
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    # pickle protocol 5 rebuilds contiguous arrays from a buffer (frombuffer refuses object dtype)
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    # protocols 0-2 written by Python 3 store bytes as _codecs.encode(str, "latin1")
+    ("_codecs", "encode"),
 }
 
 

@@ -1,0 +1,42 @@
+# make test                      unit tests (sets up .venv on first use)
+# make export evaluate           the CPU main job: export the committed reference model, evaluate every artifact
+# make train export evaluate     the whole pipeline (train needs a GPU for the full recipe)
+# Every target depends on the virtual environment, so there is no separate install step.
+# ARGS passes flags to a stage, e.g. make train ARGS="--preset smoke".
+
+PY ?= python3.11
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv train export evaluate gate mobile test benchmark clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -c requirements.lock -e ".[test,jax]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+train: venv
+	$(PYTHON) -m train $(ARGS)
+
+export: venv
+	$(PYTHON) -m export $(ARGS)
+
+evaluate: venv
+	$(PYTHON) -m evaluate $(ARGS)
+
+mobile: venv
+	$(PYTHON) -m export.mobile $(ARGS)
+
+# The CI accuracy gate: every format from the committed reference, all 10,000 test images.
+gate: export evaluate
+
+test: venv
+	$(PYTHON) -m pytest
+
+clean:
+	rm -rf artifacts .cache .pytest_cache

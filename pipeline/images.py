@@ -1,0 +1,91 @@
+"""Read user images (PNG or JPEG, any size and mode) as the model's input: 32x32 RGB uint8.
+
+What happens to a file, in order:
+  1. EXIF orientation is applied (phone photos are often stored rotated).
+  2. The mode becomes RGB: grayscale ("1", "L", "I;16", "I") is replicated to three
+     channels (16-bit values scaled to 0..255); palette ("P") is expanded; CMYK/YCbCr are
+     converted by Pillow; an alpha channel ("RGBA", "LA", "PA", palette transparency) is
+     composited over WHITE, because transparent pixels have no colour of their own and
+     white is what a viewer shows them on.
+  3. The whole image is resized to 32x32 with area averaging (Pillow `Image.BOX`): no
+     crop, the aspect ratio is not kept, and a 32x32 image is left untouched. Area
+     averaging does not alias when shrinking a large photo, and it undoes an integer
+     nearest-neighbour upscale exactly (a 32x32 image blown up to 128x128 reads back
+     bit-identical).
+
+The result is raw RGB 0..255, NHWC: what every artifact takes, with no other preprocessing.
+examples/onnxruntime_cpu.py and examples/litert_mobile.py carry a copy of these steps so
+they need nothing from this package; tests/test_deploy.py checks the copies agree.
+"""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+SIZE = 32
+FORMATS = ("PNG", "JPEG")
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+BACKGROUND = (255, 255, 255)  # what transparent pixels become
+
+
+class ImageError(ValueError):
+    """A file that is not a readable PNG or JPEG; the message says why, without the path."""
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode as RGB; alpha composited over white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale PNGs: Pillow's own convert would clip at 255, so scale instead.
+        arr = np.asarray(im, dtype=np.float64)
+        arr = arr / 257.0 if arr.max() > 255 else arr
+        im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    if (im.mode == "P" and "transparency" in im.info) or im.mode in ("PA", "LA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        background = Image.new("RGBA", im.size, BACKGROUND + (255,))
+        im = Image.alpha_composite(background, im)
+    return im.convert("RGB")
+
+
+def to_model_input(im: Image.Image) -> np.ndarray:
+    """A decoded Pillow image as (32, 32, 3) uint8."""
+    im = to_rgb(ImageOps.exif_transpose(im))
+    if im.size != (SIZE, SIZE):
+        im = im.resize((SIZE, SIZE), Image.BOX)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def load(path) -> np.ndarray:
+    """(32, 32, 3) uint8 from a PNG or JPEG file; raises ImageError (message without the path)."""
+    try:
+        with Image.open(path, formats=FORMATS) as im:
+            im.load()  # decode now, so a truncated file fails here
+            return to_model_input(im)
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except IsADirectoryError:
+        raise ImageError("is a folder") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("not a PNG or JPEG image") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise ImageError(f"cannot decode ({type(exc).__name__}: {exc})") from None
+
+
+def expand(paths):
+    """[(path, None) | (path, problem)]: files as given, folders as their PNG/JPEG files (recursive, sorted).
+
+    A missing path or a folder without images comes back with a problem instead of
+    stopping the whole call, so the other inputs are still classified.
+    """
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
+            out += [(f, None) for f in found] or [(p, "folder has no .png, .jpg or .jpeg files")]
+        elif p.exists():
+            out.append((p, None))
+        else:
+            out.append((p, "no such file or folder"))
+    return out

@@ -1,0 +1,204 @@
+"""`python -m pipeline predict`: classify PNG/JPEG files with any artifact in the manifest.
+
+    python -m pipeline predict photos/ cat.png                      # int8 TFLite, top-3
+    python -m pipeline predict --artifact onnx_fp32 --json --top-k 5 cat.png
+
+Images are read by pipeline/images.py (any size and mode -> 32x32 RGB, documented there).
+Only the runtime the chosen artifact needs is imported: onnx -> onnxruntime, tflite ->
+ai_edge_litert, saved_model/keras -> tensorflow. The artifact's sha256 is checked against
+the manifest before it runs. A bad file is reported as `error: <file>: <problem>` on stderr
+(and as {"file", "error"} with --json) while the other files are still classified; the exit
+status is 1 when any input failed.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import config, images, manifest
+from pipeline.errors import PipelineError
+
+HELP = "classify PNG/JPEG images (files or folders) with an exported artifact"
+DEFAULT_ARTIFACT = "tflite_int8"
+BATCH = 256
+
+
+def add_arguments(parser):
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                        help="PNG/JPEG files, or folders searched recursively for *.png, *.jpg, *.jpeg")
+    parser.add_argument("--artifact", default=DEFAULT_ARTIFACT,
+                        help=f"artifact name in the manifest (default: {DEFAULT_ARTIFACT})")
+    parser.add_argument("--manifest", default=None,
+                        help="manifest.json (default: config evaluate.manifest, artifacts/manifest.json)")
+    parser.add_argument("--top-k", type=int, default=3, help="how many classes to list (default: 3)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per image")
+    parser.add_argument("--threads", type=int, default=0, help="runtime threads; 0 = the runtime's default")
+    parser.add_argument("--serving-request", action="store_true",
+                        help="print the TF Serving REST request body for the images instead (no model is run)")
+    config.add_config_args(parser)
+
+
+# ---------------------------------------------------------------- runtimes
+# Each loader returns f(uint8 (N, 32, 32, 3)) -> float32 (N, classes) probabilities.
+
+def _tflite(path, threads):
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def run(x):
+        if tuple(inp["shape"]) != x.shape:  # batch size is the only dimension that changes
+            interpreter.resize_tensor_input(inp["index"], x.shape)
+            interpreter.allocate_tensors()
+            inp.update(interpreter.get_input_details()[0])
+        if np.issubdtype(inp["dtype"], np.integer):  # quantized input: q = x / scale + zero_point
+            scale, zero_point = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.rint(x / scale + zero_point), info.min, info.max)
+        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if np.issubdtype(out["dtype"], np.integer):  # dequantize: (q - zero_point) * scale
+            scale, zero_point = out["quantization"]
+            y = (y.astype(np.float32) - zero_point) * scale
+        return y.astype(np.float32)
+
+    interpreter.allocate_tensors()
+    return run
+
+
+def _onnx(path, threads):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.astype(np.float32)})[0]
+
+
+def _saved_model(path, threads):
+    import tensorflow as tf
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (name,) = signature.structured_input_signature[1]
+
+    def run(x):
+        outputs = signature(**{name: tf.constant(x, tf.float32)})
+        return next(iter(outputs.values())).numpy()
+    return run
+
+
+def _keras(path, threads):
+    from pipeline import checkpoint  # safe_mode, known presets only, float32
+    model, _ = checkpoint.load(path)
+    return lambda x: np.asarray(model(x.astype(np.float32), training=False))
+
+
+LOADERS = {"tflite": _tflite, "onnx": _onnx, "saved_model": _saved_model, "keras": _keras}
+
+
+def load_classifier(manifest_path, entry, threads=0):
+    """Verify the artifact's sha256, load it in its runtime; return f(uint8 NHWC) -> probabilities."""
+    path = manifest.verify(manifest_path, entry)
+    try:
+        return LOADERS[entry["format"]](path, threads)
+    except ImportError as exc:
+        raise PipelineError(f"{entry['name']}: its runtime is not installed ({exc})") from None
+
+
+def read_labels(manifest_path, entry):
+    """Class names from the labels.txt the manifest names (one per line, in output order)."""
+    path = Path(manifest_path).parent / entry.get("labels", "labels.txt")
+    try:
+        labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
+    if not labels:
+        raise PipelineError(f"{path}: no labels")
+    return labels
+
+
+# ---------------------------------------------------------------- classify
+
+def top_k(probabilities, labels, k):
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [{"label": labels[i], "probability": round(float(probabilities[i]), 6)} for i in order]
+
+
+def classify(inputs, classifier, labels, k=3, progress=None):
+    """One result per image, in input order: {file, label, probability, top_k} or {file, error}."""
+    results, arrays, where = [], [], []
+    for path, problem in images.expand(inputs):
+        if problem is None:
+            try:
+                arrays.append(images.load(path))
+                where.append(len(results))
+            except images.ImageError as exc:
+                problem = str(exc)
+        results.append({"file": str(path), "error": problem} if problem else {"file": str(path)})
+    for start in range(0, len(arrays), BATCH):
+        probs = classifier(np.stack(arrays[start:start + BATCH]))
+        if probs.shape[-1] != len(labels):
+            raise PipelineError(f"the model outputs {probs.shape[-1]} classes but there are {len(labels)} labels")
+        for i, p in zip(where[start:start + BATCH], probs):
+            ranked = top_k(p, labels, max(k, 1))
+            results[i].update(label=ranked[0]["label"], probability=ranked[0]["probability"], top_k=ranked[:k])
+        if progress:
+            progress(min(start + BATCH, len(arrays)), len(arrays))
+    return results
+
+
+def serving_request(arrays, signature="serving_default"):
+    """TF Serving's REST predict body (row format) for uint8 (32, 32, 3) images: raw RGB 0..255 as floats."""
+    return {"signature_name": signature, "instances": np.asarray(arrays, np.float32).tolist()}
+
+
+def format_line(result):
+    if "error" in result:
+        return f"{result['file']}: error: {result['error']}"
+    ranked = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in result["top_k"])
+    return f"{result['file']}: {result['label']} ({result['probability']:.1%})  [{ranked}]"
+
+
+def _print_serving_request(inputs):
+    arrays, failed = [], False
+    for path, problem in images.expand(inputs):
+        try:
+            if problem:
+                raise images.ImageError(problem)
+            arrays.append(images.load(path))
+        except images.ImageError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            failed = True
+    print(json.dumps(serving_request(arrays)))
+    return 1 if failed else 0
+
+
+def run(args):
+    if args.top_k < 1:
+        raise PipelineError(f"--top-k {args.top_k}: must be at least 1")
+    if args.serving_request:
+        return _print_serving_request(args.inputs)
+    cfg = config.from_args(args)
+    manifest_path = Path(args.manifest) if args.manifest else config.project_path(cfg["evaluate"]["manifest"])
+    entry = manifest.find(manifest.read(manifest_path), args.artifact)
+    labels = read_labels(manifest_path, entry)
+    classifier = load_classifier(manifest_path, entry, args.threads)
+
+    def progress(done, total):
+        if total > 10 * BATCH:
+            print(f"classified {done}/{total}", file=sys.stderr, flush=True)
+
+    results = classify(args.inputs, classifier, labels, args.top_k, progress)
+    for r in results:
+        if "error" in r:
+            print(f"error: {r['file']}: {r['error']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" not in r:
+                print(format_line(r))
+    return 1 if any("error" in r for r in results) else 0
