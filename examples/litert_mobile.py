@@ -1,0 +1,143 @@
+"""Run the mobile bundle exactly as an Android/iOS app does with LiteRT. Needs ai_edge_litert, numpy, pillow.
+
+    python -m export.mobile                                   # writes artifacts/mobile/
+    python examples/litert_mobile.py --bundle artifacts/mobile cat.png photos/
+
+The app's steps, one image at a time, each mirrored here:
+  1. load the .tflite named in model_spec.json; allocate tensors          (Interpreter(...))
+  2. decode the file to a bitmap, scale it to 32x32 (whole image, no crop), (bitmap_from_file)
+     and read its pixels as ARGB_8888 ints, the layout Bitmap.getPixels gives
+  3. fill the input tensor: per pixel R, G, B in that order (NHWC), raw 0..255; a uint8 model
+     takes the bytes as they are when its quantization is scale 1, zero point 0, otherwise
+     q = round(value / scale + zero_point); a float model takes the same values as float32
+  4. invoke
+  5. dequantize the output: probability = (q - zero_point) * scale, then top-k with labels.txt
+No other preprocessing: scaling and normalisation are inside the model
+(model_spec.json: "raw RGB 0..255, NHWC, no other preprocessing").
+
+`MobileClassifier.classify_images` runs a batch of uint8 images through steps 2b-5 one by one,
+so examples/check_mobile_parity.py can compare it with the evaluator on the whole test split.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from PIL import Image, ImageOps
+
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+# ---------------------------------------------------------------- bitmaps
+
+def bitmap_from_file(path, size=32):
+    """ARGB_8888 pixels (size*size,) uint32 of an image file: decode, alpha over white, area-scale to size."""
+    with Image.open(path, formats=("PNG", "JPEG")) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale, don't clip
+            arr = np.asarray(im, dtype=np.float64)
+            arr = arr / 257.0 if arr.max() > 255 else arr
+            im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        if (im.mode == "P" and "transparency" in im.info) or im.mode in ("PA", "LA", "La", "RGBa"):
+            im = im.convert("RGBA")
+        if im.mode == "RGBA":
+            im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BOX)
+        return argb_from_rgb(np.asarray(im, dtype=np.uint8))
+
+
+def argb_from_rgb(rgb):
+    """(H, W, 3) uint8 -> (H*W,) ARGB_8888 ints, opaque: what Bitmap.getPixels returns."""
+    rgb = rgb.reshape(-1, 3).astype(np.uint32)
+    return (0xFF << 24) | (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+
+
+# ---------------------------------------------------------------- the app
+
+class MobileClassifier:
+    def __init__(self, bundle_dir, model="int8", threads=1):
+        bundle_dir = Path(bundle_dir)
+        spec = json.loads((bundle_dir / "model_spec.json").read_text())
+        self.spec = spec["models"][model]
+        self.labels = [s.strip() for s in (bundle_dir / spec["labels"]).read_text().splitlines() if s.strip()]
+        self.interpreter = Interpreter(model_path=str(bundle_dir / self.spec["file"]), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        # Tensors are found by the names the spec records, as an app would hard-code them.
+        self.input = self._by_name(self.interpreter.get_input_details(), self.spec["input"]["name"])
+        self.output = self._by_name(self.interpreter.get_output_details(), self.spec["output"]["name"])
+        _, self.height, self.width, _ = self.spec["input"]["shape"]
+
+    @staticmethod
+    def _by_name(details, name):
+        for d in details:
+            if d["name"] == name:
+                return d
+        raise ValueError(f"tensor {name!r} from model_spec.json is not in the model")
+
+    def fill_input(self, argb):
+        """The input buffer from ARGB pixels: R, G, B per pixel, raw 0..255, in the model's dtype."""
+        r, g, b = (argb >> 16) & 0xFF, (argb >> 8) & 0xFF, argb & 0xFF
+        values = np.stack([r, g, b], axis=-1).reshape(1, self.height, self.width, 3)
+        dtype, quant = np.dtype(self.spec["input"]["dtype"]), self.spec["input"]["quantization"]
+        if quant and (quant["scale"] != 1.0 or quant["zero_point"] != 0):
+            info = np.iinfo(dtype)
+            values = np.clip(np.rint(values / quant["scale"] + quant["zero_point"]), info.min, info.max)
+        return values.astype(dtype)
+
+    def probabilities(self, argb):
+        """Fill, invoke, dequantize: (classes,) float32 for one bitmap."""
+        self.interpreter.set_tensor(self.input["index"], self.fill_input(argb))
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self.output["index"])[0]
+        quant = self.spec["output"]["quantization"]
+        if quant:
+            return ((raw.astype(np.float32) - quant["zero_point"]) * quant["scale"]).astype(np.float32)
+        return raw.astype(np.float32)
+
+    def top_k(self, probabilities, k=3):
+        order = np.argsort(-probabilities, kind="stable")[:k]
+        return [(self.labels[i], float(probabilities[i])) for i in order]
+
+    def classify_file(self, path, k=3):
+        return self.top_k(self.probabilities(bitmap_from_file(path, self.width)), k)
+
+    def classify_images(self, images, progress_every=0):
+        """(N, classes) probabilities for uint8 (N, H, W, 3) images, one invoke per image like an app."""
+        out = np.empty((len(images), len(self.labels)), np.float32)
+        for i, image in enumerate(images):
+            out[i] = self.probabilities(argb_from_rgb(image))
+            if progress_every and (i + 1) % progress_every == 0:
+                print(f"  mobile example: {i + 1}/{len(images)}", file=sys.stderr, flush=True)
+        return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("inputs", nargs="+", help="PNG/JPEG files or folders")
+    parser.add_argument("--bundle", default="artifacts/mobile", help="folder written by `python -m export.mobile`")
+    parser.add_argument("--model", default="int8", choices=("int8", "fp16"))
+    parser.add_argument("--top-k", type=int, default=3)
+    args = parser.parse_args(argv)
+    app = MobileClassifier(args.bundle, args.model)
+    failed = 0
+    for p in map(Path, args.inputs):
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in EXTENSIONS) if p.is_dir() else [p]
+        for f in files:
+            try:
+                top = app.classify_file(f, args.top_k)
+            except Exception as exc:  # one bad file must not stop the others
+                print(f"error: {f}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            ranked = ", ".join(f"{label} {prob:.1%}" for label, prob in top)
+            print(f"{f}: {top[0][0]} ({top[0][1]:.1%})  [{ranked}]")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Classify image files with the exported ONNX model on CPU. Needs only onnxruntime, numpy, pillow.
+
+    pip install onnxruntime numpy pillow
+    python examples/onnxruntime_cpu.py --model artifacts/model_int8.onnx --labels artifacts/labels.txt photos/
+    python examples/onnxruntime_cpu.py --manifest artifacts/manifest.json --artifact onnx_fp32 --json cat.png
+
+Self-contained on purpose (copy it into your service): nothing from this repository is
+imported, and CI runs it with `import tensorflow` made impossible. The model takes raw
+RGB 0..255 float32, NHWC (N, 32, 32, 3), and returns 10 softmax probabilities; scaling and
+normalisation are inside the graph, so the only preprocessing here is decode + resize,
+done exactly as pipeline/images.py does it (EXIF orientation, alpha over white, 16-bit
+grayscale scaled, area-average resize of the whole image to 32x32, no crop).
+
+Threads and graph optimisation are set explicitly rather than left to defaults that
+change between onnxruntime releases and machines:
+  intra_op_num_threads   threads inside one operator (0 = one per physical core)
+  inter_op_num_threads   threads across independent operators; 1, since we run sequentially
+  graph_optimization_level  ORT_ENABLE_ALL (constant folding, fusions, layout changes)
+"""
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+SIZE = 32
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+# ---------------------------------------------------------------- images (a copy of pipeline/images.py)
+
+def load_image(path):
+    """(32, 32, 3) uint8 RGB from a PNG or JPEG file of any size and mode."""
+    with Image.open(path, formats=("PNG", "JPEG")) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale, don't clip
+            arr = np.asarray(im, dtype=np.float64)
+            arr = arr / 257.0 if arr.max() > 255 else arr
+            im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        if (im.mode == "P" and "transparency" in im.info) or im.mode in ("PA", "LA", "La", "RGBa"):
+            im = im.convert("RGBA")
+        if im.mode == "RGBA":  # transparent pixels over white
+            im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
+        im = im.convert("RGB")
+        if im.size != (SIZE, SIZE):
+            im = im.resize((SIZE, SIZE), Image.BOX)  # area averaging over the whole image
+        return np.asarray(im, dtype=np.uint8)
+
+
+def expand(paths):
+    """Files as given; folders as their PNG/JPEG files, recursive and sorted."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
+        else:
+            yield p
+
+
+# ---------------------------------------------------------------- the model
+
+def make_session(model_path, threads=0, inter_op_threads=1):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def predict(session, images, batch_size=64):
+    """uint8 (N, 32, 32, 3) -> float32 (N, 10) probabilities."""
+    name = session.get_inputs()[0].name
+    out = [session.run(None, {name: images[i:i + batch_size].astype(np.float32)})[0]
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+
+
+def from_manifest(manifest_path, artifact):
+    """(model path, labels path) of an artifact in the export manifest, its sha256 checked."""
+    manifest_path = Path(manifest_path)
+    entries = {e["name"]: e for e in json.loads(manifest_path.read_text())["artifacts"]}
+    if artifact not in entries:
+        sys.exit(f"error: unknown artifact {artifact!r}; the manifest has: {', '.join(entries)}")
+    entry = entries[artifact]
+    if entry["format"] != "onnx":
+        sys.exit(f"error: {artifact} is a {entry['format']} artifact, not onnx")
+    model = manifest_path.parent / entry["path"]
+    if hashlib.sha256(model.read_bytes()).hexdigest() != entry["sha256"]:
+        sys.exit(f"error: {model}: sha256 does not match the manifest")
+    return model, manifest_path.parent / entry.get("labels", "labels.txt")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("inputs", nargs="+", help="PNG/JPEG files or folders")
+    parser.add_argument("--model", help="an .onnx file (fp32 or int8)")
+    parser.add_argument("--labels", help="labels.txt, one class per line (default: beside --model)")
+    parser.add_argument("--manifest", help="or: pick the model from an export manifest.json")
+    parser.add_argument("--artifact", default="onnx_fp32", help="with --manifest: onnx_fp32 or onnx_int8")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = physical cores)")
+    parser.add_argument("--inter-op-threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.manifest:
+        model, labels_path = from_manifest(args.manifest, args.artifact)
+    elif args.model:
+        model = Path(args.model)
+        labels_path = Path(args.labels) if args.labels else model.parent / "labels.txt"
+    else:
+        parser.error("give --model or --manifest")
+    labels = [s.strip() for s in Path(labels_path).read_text().splitlines() if s.strip()]
+    session = make_session(model, args.threads, args.inter_op_threads)
+
+    results, arrays, where = [], [], []  # results in input order; where[i] = result index of arrays[i]
+    for path in expand(args.inputs):
+        results.append({"file": str(path)})
+        try:
+            arrays.append(load_image(path))
+            where.append(len(results) - 1)
+        except Exception as exc:  # one bad file must not stop the others
+            results[-1]["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"error: {path}: {results[-1]['error']}", file=sys.stderr)
+    probs = predict(session, np.stack(arrays) if arrays else np.zeros((0, SIZE, SIZE, 3), np.uint8),
+                    args.batch_size)
+    for i, p in zip(where, probs):
+        order = np.argsort(-p, kind="stable")[:args.top_k]
+        top = [{"label": labels[j], "probability": round(float(p[j]), 6)} for j in order]
+        results[i].update(label=top[0]["label"], probability=top[0]["probability"], top_k=top)
+        if not args.json:
+            ranked = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in top)
+            print(f"{results[i]['file']}: {top[0]['label']} ({top[0]['probability']:.1%})  [{ranked}]")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if not arrays or len(arrays) < len(results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""`python -m export.mobile`: the mobile bundle an Android/iOS app ships, from the export manifest.
+
+    artifacts/mobile/
+      model_int8.tflite   full-integer model: uint8 in, uint8 out (the default)
+      model_fp16.tflite   fp16 weights, float32 in and out (GPU delegates prefer it)
+      labels.txt          one class name per line, in output order
+      model_spec.json     per model: input/output tensor name, dtype, shape, quantization
+                          {scale, zero_point}; and the preprocessing contract:
+                          "raw RGB 0..255, NHWC, no other preprocessing"
+
+Tensor facts are read from the .tflite files themselves with the LiteRT interpreter (what
+the app will see), after each file's sha256 is checked against the manifest. The folder is
+written beside itself and renamed into place, so an app build never picks up half a bundle.
+examples/litert_mobile.py runs the bundle exactly as an app does.
+"""
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import atomic, config, manifest
+from pipeline.errors import PipelineError, fail_cleanly
+
+PREPROCESSING = "raw RGB 0..255, NHWC, no other preprocessing"
+RESIZE = ("the whole image resized to 32x32 (no crop, aspect ratio not kept), area averaging; "
+          "alpha composited over white; grayscale and palette expanded to RGB")
+MODELS = {"int8": ("tflite_int8", "model_int8.tflite"), "fp16": ("tflite_fp16", "model_fp16.tflite")}
+
+
+def _tensor(detail):
+    scale, zero_point = detail["quantization"]
+    return {"name": detail["name"], "index": int(detail["index"]), "dtype": np.dtype(detail["dtype"]).name,
+            "shape": [int(d) for d in detail["shape"]],
+            "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None}
+
+
+def tensor_spec(model_path):
+    """{"input", "output"} facts of a .tflite file as the LiteRT interpreter reports them."""
+    from ai_edge_litert.interpreter import Interpreter
+    try:
+        interpreter = Interpreter(model_path=str(model_path))
+        interpreter.allocate_tensors()
+    except Exception as exc:
+        raise PipelineError(f"{model_path}: LiteRT cannot load it ({str(exc).strip()[:200]})") from None
+    (inp,), out = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(out) != 1:
+        raise PipelineError(f"{model_path}: {len(out)} outputs, expected 1")
+    return {"input": _tensor(inp), "output": _tensor(out[0])}
+
+
+def build(manifest_path, out_dir):
+    """Write the bundle to `out_dir` atomically; return the model_spec dict."""
+    manifest_path = Path(manifest_path)
+    data = manifest.read(manifest_path)
+    entries = {key: manifest.find(data, name) for key, (name, _) in MODELS.items()}
+    labels_file = manifest_path.parent / entries["int8"].get("labels", "labels.txt")
+    if not labels_file.is_file():
+        raise PipelineError(f"{labels_file}: labels file is missing")
+    labels = [s.strip() for s in labels_file.read_text().splitlines() if s.strip()]
+    spec = {"preprocessing": PREPROCESSING, "resize": RESIZE, "labels": "labels.txt", "num_classes": len(labels),
+            "default_model": "int8", "models": {},
+            "source": {"manifest_sha256": atomic.sha256_file(manifest_path),
+                       "checkpoint": data.get("source_checkpoint")}}
+    with atomic.atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for key, (name, filename) in MODELS.items():
+            src = manifest.verify(manifest_path, entries[key])
+            shutil.copyfile(src, tmp / filename)
+            tensors = tensor_spec(tmp / filename)
+            if tensors["output"]["shape"][-1] != len(labels):
+                raise PipelineError(f"{src}: {tensors['output']['shape'][-1]} outputs but {len(labels)} labels")
+            spec["models"][key] = {"file": filename, "artifact": name, "precision": entries[key]["precision"],
+                                   "bytes": (tmp / filename).stat().st_size, "sha256": entries[key]["sha256"],
+                                   **tensors}
+            print(f"  {filename}: input {tensors['input']['dtype']}{tensors['input']['shape']} "
+                  f"quantization {tensors['input']['quantization']}, output {tensors['output']['dtype']}"
+                  f"{tensors['output']['shape']} quantization {tensors['output']['quantization']}")
+        (tmp / "labels.txt").write_text("\n".join(labels) + "\n")
+        atomic.write_json(tmp / "model_spec.json", spec)
+    return spec
+
+
+@fail_cleanly
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m export.mobile", description=__doc__.split("\n")[0])
+    parser.add_argument("--manifest", default=None, help="default: config evaluate.manifest")
+    parser.add_argument("--out", default=None, help="default: mobile/ beside the manifest")
+    config.add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config.from_args(args)
+    manifest_path = Path(args.manifest) if args.manifest else config.project_path(cfg["evaluate"]["manifest"])
+    out_dir = Path(args.out) if args.out else manifest_path.parent / "mobile"
+    t0 = time.time()
+    print(f"mobile bundle from {manifest_path}")
+    build(manifest_path, out_dir)
+    print(f"wrote {out_dir}/ in {time.time() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

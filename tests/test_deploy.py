@@ -1,0 +1,359 @@
+"""Deployment: `pipeline predict` on real files, the TensorFlow-free ONNX client, the mobile bundle, TF Serving."""
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import atomic, images, manifest
+from pipeline.errors import PipelineError
+
+ROOT = Path(__file__).resolve().parent.parent
+PER_CLASS = 3  # test images per class written as files
+
+# Runs a script or `-m module` with every TensorFlow-family import refused (and logged),
+# so a test can prove a client never needs TensorFlow.
+BLOCK_TF = r"""
+import runpy, sys
+BLOCKED = ("tensorflow", "keras", "tf_keras", "tf2onnx", "tensorflow_model_optimization", "jax")
+class BlockTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            sys.stderr.write(f"BLOCKED import {name}\n")
+            raise ImportError(f"import of {name} is blocked in this test")
+        return None
+sys.meta_path.insert(0, BlockTensorFlow())
+args = sys.argv[1:]
+if args[0] == "-m":
+    sys.argv = args[1:]
+    runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = args
+    runpy.run_path(args[0], run_name="__main__")
+"""
+
+
+def run_py(*args, block_tf=False):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-c", BLOCK_TF, *map(str, args)] if block_tf else [sys.executable, *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, cfg, small_checkpoint):
+    """The small checkpoint through export_all: the artifacts deployment uses, with a real manifest."""
+    from export.run import export_all
+    c = copy.deepcopy(cfg)
+    c["export"].update(check_determinism=False, parity_images=64, calibration_images=200,
+                       min_parity_int8=0.5, min_parity_float=0.99)
+    out = tmp_path_factory.mktemp("artifacts")
+    export_all(c, checkpoint=small_checkpoint, out_dir=out, progress=False,
+               formats=["saved_model", "onnx_fp32", "onnx_int8", "tflite_fp16", "tflite_int8"])
+    return out / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def samples(test_split):
+    """PER_CLASS test images of every class: (images, labels)."""
+    idx = np.concatenate([np.flatnonzero(test_split.labels == c)[:PER_CLASS] for c in range(10)])
+    return test_split.images[idx], test_split.labels[idx]
+
+
+@pytest.fixture(scope="module")
+def keras_probs(small_checkpoint, samples):
+    from pipeline import checkpoint
+    model, _ = checkpoint.load(small_checkpoint)
+    return np.asarray(model(samples[0].astype(np.float32), training=False))
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory, samples):
+    """The samples as 32x32 PNGs in one folder, and 4x nearest-upscaled 128x128 PNGs in another."""
+    root = tmp_path_factory.mktemp("images")
+    (root / "png").mkdir()
+    (root / "upscaled").mkdir()
+    for i, img in enumerate(samples[0]):
+        Image.fromarray(img).save(root / "png" / f"{i:03d}.png")
+        Image.fromarray(img).resize((128, 128), Image.NEAREST).save(root / "upscaled" / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory, samples):
+    """Odd modes of one image -> (path, expected (32, 32, 3) uint8 or None when only the shape is known)."""
+    d = tmp_path_factory.mktemp("odd")
+    rgb = samples[0][0]
+    im = Image.fromarray(rgb)
+    out = {}
+    im.convert("L").save(d / "gray.png")
+    gray = np.asarray(im.convert("L"))
+    out["gray"] = (d / "gray.png", np.repeat(gray[..., None], 3, axis=-1))
+    rgba = np.dstack([rgb, np.where(np.arange(32)[None, :] < 16, 255, 0).repeat(32, 0)]).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
+    expect = rgb.copy()
+    expect[:, 16:] = 255  # transparent half composited over white
+    out["rgba"] = (d / "rgba.png", expect)
+    pal = im.quantize(16)
+    pal.save(d / "palette.png")
+    out["palette"] = (d / "palette.png", np.asarray(pal.convert("RGB")))
+    Image.fromarray(gray.astype(np.uint16) * 257).save(d / "gray16.png")  # 16-bit grayscale PNG
+    out["gray16"] = (d / "gray16.png", np.repeat(gray[..., None], 3, axis=-1))
+    im.resize((128, 128), Image.NEAREST).save(d / "upscaled.png")
+    out["upscaled"] = (d / "upscaled.png", rgb)
+    im.resize((300, 170), Image.BICUBIC).save(d / "photo.jpg", quality=95)
+    out["photo"] = (d / "photo.jpg", None)
+    return out
+
+
+# ---------------------------------------------------------------- images
+
+def test_odd_image_modes_become_32x32_rgb(odd_files):
+    for name, (path, expected) in odd_files.items():
+        arr = images.load(path)
+        assert arr.shape == (32, 32, 3) and arr.dtype == np.uint8, name
+        if expected is not None:
+            np.testing.assert_array_equal(arr, expected, err_msg=name)
+    # A 300x170 resized photo: the whole image squeezed (no crop), so the left and right edges survive.
+    photo = images.load(odd_files["photo"][0]).astype(int)
+    direct = np.asarray(Image.open(odd_files["photo"][0]).convert("RGB").resize((32, 32), Image.BOX)).astype(int)
+    assert np.abs(photo - direct).max() == 0
+
+
+def test_example_copies_read_images_like_the_pipeline(odd_files):
+    ort_client, mobile = load_example("onnxruntime_cpu"), load_example("litert_mobile")
+    for name, (path, _) in odd_files.items():
+        expected = images.load(path)
+        np.testing.assert_array_equal(ort_client.load_image(path), expected, err_msg=name)
+        np.testing.assert_array_equal(mobile.bitmap_from_file(path), mobile.argb_from_rgb(expected), err_msg=name)
+
+
+def test_bad_image_files_raise_image_error(tmp_path, odd_files):
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    good = odd_files["upscaled"][0].read_bytes()
+    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.gif")
+    for name in ("text.png", "empty.jpg", "truncated.png", "image.gif", "missing.png"):
+        with pytest.raises(images.ImageError):
+            images.load(tmp_path / name)
+
+
+# ---------------------------------------------------------------- predict
+
+def test_predict_onnx_fp32_json_matches_keras_on_files_and_upscaled(exported, image_files, keras_probs, samples):
+    # TensorFlow is blocked: predict with an ONNX artifact must need only onnxruntime.
+    r = run_py("-m", "pipeline", "predict", "--manifest", exported, "--artifact", "onnx_fp32", "--json",
+               "--top-k", "3", image_files / "png", image_files / "upscaled", block_tf=True)
+    assert r.returncode == 0, r.stderr
+    assert "BLOCKED" not in r.stderr
+    results = json.loads(r.stdout)
+    n = len(samples[1])
+    assert [Path(x["file"]).parent.name for x in results] == ["png"] * n + ["upscaled"] * n
+    classes = manifest.read(exported)["classes"]
+    expected = [classes[i] for i in keras_probs.argmax(1)] * 2
+    assert [x["label"] for x in results] == expected  # upscaled PNGs read back exactly
+    for x, p in zip(results, np.concatenate([keras_probs, keras_probs])):
+        assert len(x["top_k"]) == 3 and x["top_k"][0] == {"label": x["label"], "probability": x["probability"]}
+        assert [t["probability"] for t in x["top_k"]] == sorted((t["probability"] for t in x["top_k"]), reverse=True)
+        assert abs(x["probability"] - p.max()) < 1e-4
+
+
+def test_predict_default_tflite_int8_text_agrees_with_evaluator(exported, image_files, samples):
+    from evaluate.runtimes import TFLiteRunner
+    r = run_py("-m", "pipeline", "predict", "--manifest", exported, image_files / "png", block_tf=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == len(samples[1])
+    entry = manifest.find(manifest.read(exported), "tflite_int8")
+    probs = TFLiteRunner("tflite_int8", manifest.verify(exported, entry), 1).predict(samples[0])
+    classes = manifest.read(exported)["classes"]
+    for line, p in zip(lines, probs):
+        # "<file>: <label> (<p>%)  [<label> <p>%, ...]"
+        path, rest = line.split(": ", 1)
+        assert Path(path).suffix == ".png"
+        assert rest.startswith(f"{classes[p.argmax()]} ({p.max():.1%})  [")
+        assert rest.count("%") == 4  # top-1 plus the default top-3
+
+
+def test_predict_bad_inputs_are_reported_and_the_rest_classified(exported, image_files, tmp_path):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a.png").write_bytes((image_files / "png" / "000.png").read_bytes())
+    (mixed / "broken.png").write_text("not an image")
+    (mixed / "notes.txt").write_text("ignored: not an image extension")
+    (tmp_path / "empty").mkdir()
+    missing = tmp_path / "missing.jpg"
+    r = run_py("-m", "pipeline", "predict", "--manifest", exported, "--json",
+               mixed, tmp_path / "empty", missing, image_files / "png" / "001.png")
+    assert r.returncode == 1
+    results = {Path(x["file"]).name: x for x in json.loads(r.stdout)}
+    assert set(results) == {"a.png", "broken.png", "empty", "missing.jpg", "001.png"}
+    assert "label" in results["a.png"] and "label" in results["001.png"]
+    assert results["broken.png"]["error"] == "not a PNG or JPEG image"
+    assert "no .png" in results["empty"]["error"]
+    assert results["missing.jpg"]["error"] == "no such file or folder"
+    assert f"error: {mixed / 'broken.png'}: not a PNG or JPEG image" in r.stderr
+    assert f"error: {tmp_path / 'empty'}: " in r.stderr and f"error: {missing}: " in r.stderr
+
+
+def test_predict_unknown_artifact_and_tampered_file_fail_cleanly(exported, image_files):
+    r = run_py("-m", "pipeline", "predict", "--manifest", exported, "--artifact", "tflite_int4",
+               image_files / "png")
+    assert r.returncode == 1 and r.stdout == ""
+    assert "error: unknown artifact 'tflite_int4'; the manifest has: " in r.stderr and "tflite_int8" in r.stderr
+    data = json.loads(exported.read_text())
+    for e in data["artifacts"]:
+        e["sha256"] = "0" * 64
+    tampered = exported.parent / "manifest-tampered.json"
+    tampered.write_text(json.dumps(data))
+    r = run_py("-m", "pipeline", "predict", "--manifest", tampered, image_files / "png")
+    assert r.returncode == 1 and "sha256" in r.stderr and "tflite_int8" in r.stderr
+
+
+# ---------------------------------------------------------------- ONNX Runtime without TensorFlow
+
+def test_tensorflow_block_really_blocks(tmp_path):
+    script = tmp_path / "uses_tf.py"
+    script.write_text("import tensorflow\n")
+    r = run_py(script, block_tf=True)
+    assert r.returncode != 0
+    assert "BLOCKED import tensorflow" in r.stderr and "ImportError" in r.stderr
+
+
+def test_onnx_client_runs_without_tensorflow(exported, image_files, keras_probs):
+    classes = manifest.read(exported)["classes"]
+    expected = [classes[i] for i in keras_probs.argmax(1)]
+    top1 = {}
+    for artifact in ("onnx_fp32", "onnx_int8"):
+        r = run_py(ROOT / "examples" / "onnxruntime_cpu.py", "--manifest", exported, "--artifact", artifact,
+                   "--threads", "1", "--json", image_files / "upscaled", block_tf=True)
+        assert r.returncode == 0, r.stderr
+        assert "BLOCKED" not in r.stderr
+        top1[artifact] = [x["label"] for x in json.loads(r.stdout)]
+    assert top1["onnx_fp32"] == expected
+    agreement = np.mean([a == b for a, b in zip(top1["onnx_int8"], expected)])
+    assert agreement >= 0.8, agreement
+    # --model form, a bad file among good ones: reported, the rest classified, exit 1.
+    bad = image_files / "bad.png"
+    bad.write_text("nope")
+    try:
+        model = exported.parent / manifest.find(manifest.read(exported), "onnx_fp32")["path"]
+        r = run_py(ROOT / "examples" / "onnxruntime_cpu.py", "--model", model, image_files / "png" / "000.png",
+                   bad, block_tf=True)
+    finally:
+        bad.unlink()
+    assert r.returncode == 1 and f"error: {bad}: " in r.stderr
+    assert r.stdout.startswith(f"{image_files / 'png' / '000.png'}: {expected[0]} (")
+
+
+# ---------------------------------------------------------------- mobile bundle
+
+@pytest.fixture(scope="module")
+def bundle(exported, tmp_path_factory):
+    from export import mobile
+    out = tmp_path_factory.mktemp("bundle") / "mobile"
+    mobile.build(exported, out)
+    return out
+
+
+def test_mobile_bundle_contents(bundle, exported):
+    assert sorted(p.name for p in bundle.iterdir()) == ["labels.txt", "model_fp16.tflite", "model_int8.tflite",
+                                                        "model_spec.json"]
+    spec = json.loads((bundle / "model_spec.json").read_text())
+    assert spec["preprocessing"] == "raw RGB 0..255, NHWC, no other preprocessing"
+    data = manifest.read(exported)
+    assert (bundle / "labels.txt").read_text().split() == data["classes"]
+    int8, fp16 = spec["models"]["int8"], spec["models"]["fp16"]
+    entry = manifest.find(data, "tflite_int8")
+    assert int8["sha256"] == entry["sha256"] == atomic.sha256_file(bundle / "model_int8.tflite")
+    assert int8["input"]["dtype"] == "uint8" and int8["output"]["dtype"] == "uint8"
+    assert int8["input"]["shape"] == [1, 32, 32, 3] and int8["output"]["shape"] == [1, 10]
+    assert int8["input"]["name"] == entry["input"]["name"]
+    assert int8["input"]["quantization"]["scale"] == pytest.approx(entry["input"]["quantization"]["scale"])
+    assert int8["output"]["quantization"]["zero_point"] == entry["output"]["quantization"]["zero_point"]
+    assert fp16["input"]["dtype"] == "float32" and fp16["input"]["quantization"] is None
+
+
+def test_mobile_bundle_is_all_or_nothing(exported, tmp_path):
+    from export import mobile
+    data = json.loads(exported.read_text())
+    data["artifacts"] = [e for e in data["artifacts"] if e["name"] != "tflite_fp16"]
+    partial = exported.parent / "manifest-no-fp16.json"
+    partial.write_text(json.dumps(data))
+    with pytest.raises(PipelineError, match="tflite_fp16"):
+        mobile.build(partial, tmp_path / "mobile")
+    assert list(tmp_path.iterdir()) == []
+    r = run_py("-m", "export.mobile", "--manifest", partial, "--out", tmp_path / "mobile")
+    assert r.returncode == 1 and "error: unknown artifact 'tflite_fp16'" in r.stderr
+
+
+def test_mobile_example_matches_the_interpreter(bundle, exported, test_split):
+    from evaluate.runtimes import TFLiteRunner
+    mobile = load_example("litert_mobile")
+    imgs = test_split.images[::50]  # 200 images across every class
+    data = manifest.read(exported)
+    for model, name in (("int8", "tflite_int8"), ("fp16", "tflite_fp16")):
+        app = mobile.MobileClassifier(bundle, model).classify_images(imgs)
+        direct = TFLiteRunner(name, manifest.verify(exported, manifest.find(data, name)), 1).predict(imgs)
+        np.testing.assert_array_equal(app.argmax(1), direct.argmax(1), err_msg=model)
+        np.testing.assert_allclose(app, direct, atol=1e-6, err_msg=model)
+
+
+def test_mobile_example_cli_on_files(bundle, image_files, samples, exported):
+    r = run_py(ROOT / "examples" / "litert_mobile.py", "--bundle", bundle, image_files / "upscaled", block_tf=True)
+    assert r.returncode == 0, r.stderr
+    assert "BLOCKED" not in r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == len(samples[1])
+    predict = run_py("-m", "pipeline", "predict", "--manifest", exported, image_files / "upscaled")
+    assert [line.split("  [")[0] for line in predict.stdout.strip().splitlines()] == \
+        [line.split("  [")[0] for line in lines]
+
+
+def test_check_mobile_parity_script_on_a_slice(exported, bundle, tmp_path):
+    check = load_example("check_mobile_parity")
+    out = tmp_path / "parity.json"
+    assert check.main(["--manifest", str(exported), "--bundle", str(bundle), "--limit", "300",
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 300 and result["agreement"] == 1.0 and result["disagreements"] == []
+    assert result["mobile_accuracy"] == result["evaluator_accuracy"] > 0.1
+
+
+# ---------------------------------------------------------------- TF Serving
+
+def test_serving_default_answers_the_rest_request_json(exported, image_files, keras_probs):
+    import tensorflow as tf
+    from pipeline.predict import serving_request
+    files = sorted((image_files / "upscaled").glob("*.png"))
+    r = run_py("-m", "pipeline", "predict", "--serving-request", image_files / "upscaled", block_tf=True)
+    assert r.returncode == 0, r.stderr
+    request = json.loads(r.stdout)  # the body curl would send
+    assert request == json.loads(json.dumps(serving_request([images.load(f) for f in files])))
+    assert request["signature_name"] == "serving_default" and len(request["instances"]) == len(files)
+    entry = manifest.find(manifest.read(exported), "saved_model")
+    loaded = tf.saved_model.load(str(manifest.verify(exported, entry)))
+    signature = loaded.signatures[request["signature_name"]]
+    (input_name, spec), = signature.structured_input_signature[1].items()
+    assert input_name == "image" and spec.shape.as_list() == [None, 32, 32, 3] and spec.dtype == tf.float32
+    outputs = signature(image=tf.constant(request["instances"], tf.float32))
+    assert list(outputs) == ["probabilities"]
+    response = {"predictions": outputs["probabilities"].numpy().tolist()}  # TF Serving's row-format reply
+    probs = np.array(json.loads(json.dumps(response))["predictions"])
+    assert probs.shape == (len(files), 10)
+    np.testing.assert_allclose(probs, keras_probs, atol=1e-5)
