@@ -1,0 +1,48 @@
+"""The machine a report was measured on: CPU, cores, ISA flags, library versions."""
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+# The flags that decide which kernels runtimes pick (XNNPACK, oneDNN, MLAS).
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
+LIBRARIES = ("tensorflow", "keras", "onnxruntime", "onnx", "tf2onnx", "ai-edge-litert", "numpy")
+
+
+def cores():
+    """CPUs this process may run on (a container's limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _cpuinfo():
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    info = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key and key not in info:
+            info[key] = value.strip()
+    return info
+
+
+def describe():
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+            "cores": cores(), "logical_cpus_host": os.cpu_count(), "machine": platform.machine(),
+            "cpu_mhz": info.get("cpu MHz"), "cache": info.get("cache size"),
+            "isa_flags": [f for f in ISA_FLAGS if f in flags],
+            "os": platform.platform(), "python": platform.python_version(), "libraries": versions}

@@ -1,0 +1,125 @@
+"""The evaluation report: evaluation.json (versioned), evaluation.md (a table people read), PNG charts.
+
+Every file is written to a temp path and renamed, so a reader never sees half a report.
+"""
+from pathlib import Path
+
+from pipeline import atomic
+from pipeline import config as config_mod
+from pipeline.model import CLASSES
+
+
+def _fmt(value, spec, missing="-"):
+    return missing if value is None else format(value, spec)
+
+
+def _share(row):
+    """Share of peak at batch 1 / 1 thread and at the throughput batch / all cores."""
+    g = row.get("gflops") or {}
+    return " / ".join(f"{v['share_of_peak'] * 100:.0f}%" for v in g.values()) or "-"
+
+
+def markdown(result):
+    m = result["machine"]
+    all_t = max(result["threads"])
+    lines = [
+        "# Evaluation report", "",
+        f"{result['test_images']} test images{'' if result['full_test_set'] else ' (a subset: --limit)'}, "
+        f"created {result['created']}. Machine: {m['cpu']}, {m['cores']} cores, "
+        f"ISA {' '.join(m['isa_flags'])}; " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v) + ".",
+        "",
+        f"Model: {_fmt(result['flops_per_image'] and result['flops_per_image'] / 1e6, '.1f')} MFLOP per image "
+        f"(counted from the graph). CPU peak (float32 matmul): "
+        + ", ".join(f"{g} GFLOP/s at {t} thread(s)" for t, g in result["peak_gflops"].items()) + ".",
+        "",
+        f"| artifact | format | precision | size MB | accuracy | diff pp | agreement | p50 ms (1T) "
+        f"| p99 ms (1T) | p50 ms ({all_t}T) | load s | img/s (batch) "
+        f"| share of peak (1T b1 / {all_t}T b1 / {all_t}T batch) "
+        f"| peak RSS MB | status |",
+        "|" + "---|" * 15,
+    ]
+    for r in result["artifacts"]:
+        by_t = r.get("latency_by_threads") or {}
+        one = (by_t.get("1") or {}).get("batch1_ms") or {}
+        alls = (by_t.get(str(all_t)) or {}).get("batch1_ms") or {}
+        load = (by_t.get("1") or by_t.get(str(all_t)) or {}).get("load_s")
+        rss = max((v.get("peak_rss_mb") or 0 for v in by_t.values()), default=None) or None
+        tp = r.get("throughput")
+        status = "ok" if r["status"] == "ok" else f"**{r['status']}**: {r['error']}"
+        lines.append(
+            f"| {r['name']} | {r['format']} | {r['precision']} | {r['size_mb']:.2f} "
+            f"| {_fmt(r.get('accuracy') and r['accuracy'] * 100, '.2f')}% | {_fmt(r.get('diff_pp'), '+.2f')} "
+            f"| {_fmt(r.get('agreement') and r['agreement'] * 100, '.2f')}% | {_fmt(one.get('p50'), '.2f')} "
+            f"| {_fmt(one.get('p99'), '.2f')} | {_fmt(alls.get('p50'), '.2f')} | {_fmt(load, '.2f')} "
+            f"| {_fmt(tp and tp['images_per_s'], '.0f')} ({_fmt(tp and tp['batch'], 'd')}) | {_share(r)} "
+            f"| {_fmt(rss, '.0f')} | {status} |")
+    lines += ["", "## Gates", ""]
+    if result["gate_failures"]:
+        lines += [f"- {f}" for f in result["gate_failures"]]
+    else:
+        lines.append(f"All {len(result['gates'])} gates passed.")
+    if result["model_card_accuracy"] is None:
+        lines.append(f"\nModel-card gate skipped: {result['model_card_source']}.")
+    lines += ["", "Latency is reported, never gated. p50/p99: batch-1 latency after warm-up; 1T = one thread. "
+              "Accuracy differences and agreement are against the `keras` reference. Share of peak = graph "
+              "FLOPs / time over the matmul peak at the same thread count; above 100% means the runtime does "
+              "fewer arithmetic operations than the graph states (e.g. Winograd convolutions).",
+              "", "![accuracy vs latency](accuracy_vs_latency.png)", "",
+              "![reference confusion matrix](confusion_reference.png)", ""]
+    return "\n".join(lines)
+
+
+def _save_png(fig, path):
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+
+
+def charts(result, report_dir):
+    """accuracy_vs_latency.png (every scored artifact) and confusion_reference.png (the Keras reference)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["artifacts"] if r["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, r in enumerate(rows):
+        lat = (r.get("latency_ms") or {}).get("p50")
+        if lat is None:  # latency not measured (--no-latency): plot at batch throughput time per image
+            lat = 1000 / r["throughput"]["images_per_s"]
+        # A legend, not annotations: artifacts with equal accuracy and latency overlap.
+        ax.scatter(lat, r["accuracy"] * 100, s=50, marker="osD^v<>P*X"[i % 10], alpha=0.8, label=r["name"])
+    ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel("batch-1 p50 latency, 1 thread (ms)" if result["latency_measured"]
+                  else "time per image at batch throughput (ms)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"Accuracy vs latency, {result['test_images']} test images, {result['machine']['cpu']}")
+    ax.grid(alpha=0.3)
+    _save_png(fig, Path(report_dir) / "accuracy_vs_latency.png")
+    plt.close(fig)
+
+    ref = next((r for r in rows if r["name"] == "keras"), None)
+    if ref is not None:
+        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        m = ref["confusion"]
+        ax.imshow(m, cmap="Blues")
+        for i in range(10):
+            for j in range(10):
+                ax.text(j, i, m[i][j], ha="center", va="center", fontsize=7,
+                        color="white" if m[i][j] > max(map(max, m)) / 2 else "black")
+        ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
+        ax.set_yticks(range(10), CLASSES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"keras reference: {ref['accuracy'] * 100:.2f}% on {ref['images']} test images")
+        _save_png(fig, Path(report_dir) / "confusion_reference.png")
+        plt.close(fig)
+
+
+def write(result, report_dir, cfg=None):
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    charts(result, report_dir)
+    atomic.write_text(report_dir / "evaluation.md", markdown(result))
+    atomic.write_json(report_dir / "evaluation.json", result)  # last: its presence means a complete report
+    if cfg is not None:
+        config_mod.write_resolved(cfg, report_dir)

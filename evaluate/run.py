@@ -1,0 +1,217 @@
+"""Evaluate every artifact in a manifest: accuracy, latency, distance to peak; gates; the report.
+
+Each artifact runs in worker processes (evaluate/worker.py): one at all cores that also
+scores the test split and measures batch-64 throughput, one per other thread count for
+batch-1 latency. A failing artifact (missing, sha256 mismatch, unreadable, wrong shape,
+crashed runtime) gets a row saying why; the others are still evaluated.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evaluate import accuracy, gates, machine, report
+from pipeline import config as config_mod
+from pipeline import evalset
+from pipeline import manifest as manifest_mod
+from pipeline.errors import PipelineError
+
+SCHEMA_VERSION = 1
+
+
+def _thread_counts(configured):
+    """[1, 0] -> [1, all cores]; 0 means all cores; duplicates dropped, order kept."""
+    out = []
+    for t in configured:
+        t = machine.cores() if int(t) == 0 else int(t)
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def subset_indices(total, limit):
+    """Indices of `limit` test images spread evenly over the split: it is stored sorted by class,
+    so the first N images would all be airplanes. 0 (or >= total) means every image."""
+    if not limit or limit >= total:
+        return np.arange(total)
+    return np.linspace(0, total - 1, int(limit)).round().astype(np.int64)
+
+
+def _spawn(job, workdir, tag, timeout_s):
+    """Run one worker; its result dict, or {"error": ...} if it crashed or timed out."""
+    job_path, result_path = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
+    log_path = workdir / f"{tag}.log"
+    job_path.write_text(json.dumps(job))
+    threads = str(job["threads"])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": threads,
+           "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+    name = job.get("entry", {}).get("name", "probe")
+    try:
+        with open(log_path, "w") as log:
+            proc = subprocess.run([sys.executable, "-m", "evaluate.worker", str(job_path), str(result_path)],
+                                  cwd=config_mod.ROOT, env=env, stderr=log, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"{name}: timed out after {timeout_s:.0f} s at {threads} threads"}
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    tail = [l for l in log_path.read_text(errors="replace").splitlines() if l.strip()][-1:]
+    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    return {"error": f"{name}: runtime crashed ({how}){': ' + tail[0][:200] if tail else ''}"}
+
+
+def _row(entry):
+    return {"name": entry["name"], "format": entry["format"], "precision": entry["precision"],
+            "path": entry["path"], "bytes": entry["bytes"], "size_mb": round(entry["bytes"] / 1e6, 3),
+            "status": "ok", "error": None}
+
+
+def evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, ev, latency, progress):
+    """One manifest entry -> (row, top-1 predictions or None)."""
+    row = _row(entry)
+    try:
+        path = manifest_mod.verify(manifest_path, entry)
+    except PipelineError as exc:
+        row.update(status="error", error=str(exc))
+        return row, None
+    all_cores = max(thread_counts)
+    row["latency_by_threads"] = {}
+    started = time.perf_counter()
+    # All cores first: it scores the test split, so a broken artifact fails before the latency runs.
+    for threads in sorted(thread_counts, key=lambda t: t != all_cores):
+        scoring = threads == all_cores
+        if not scoring and not latency:
+            continue
+        job = {"kind": "artifact", "entry": entry, "path": str(path), "threads": threads,
+               "images": str(images_npy), "accuracy": scoring, "flops": scoring,
+               "batch": int(ev["throughput_batch"]), "predictions": str(workdir / f"{entry['name']}.npy"),
+               "warmup_runs": int(ev["warmup_runs"]), "latency_runs": int(ev["latency_runs"]) if latency else 0}
+        progress(f"  {entry['name']}: {'scoring + ' if scoring else ''}"
+                 f"{'latency ' if latency else ''}at {threads} thread{'s' * (threads > 1)}")
+        result = _spawn(job, workdir, f"{entry['name']}.t{threads}", float(ev.get("worker_timeout_s", 900)))
+        if "error" in result:
+            row.update(status="error", error=result["error"])
+            return row, None
+        row["latency_by_threads"][str(threads)] = result
+    row["wall_s"] = round(time.perf_counter() - started, 2)
+    scored = row["latency_by_threads"][str(all_cores)]
+    row["throughput"] = scored.pop("throughput")
+    row["flops_per_image"] = scored.pop("flops_per_image", None)
+    return row, np.load(workdir / f"{entry['name']}.npy")
+
+
+def _add_peak_share(row, flops, peak, thread_counts):
+    """Achieved GFLOP/s = graph FLOPs / time; its share of the matmul peak at the same thread count."""
+    if not flops or row["status"] != "ok":
+        return
+    row["gflops"] = {}
+    for t, measured in row["latency_by_threads"].items():
+        if "batch1_ms" in measured and peak.get(t):
+            g = flops / (measured["batch1_ms"]["p50"] / 1000) / 1e9
+            row["gflops"][f"batch1_{t}t"] = {"gflops": round(g, 2), "share_of_peak": round(g / peak[t], 4)}
+    t = str(max(thread_counts))
+    if peak.get(t):
+        g = flops * row["throughput"]["images_per_s"] / 1e9
+        row["gflops"][f"batch{row['throughput']['batch']}_{t}t"] = {"gflops": round(g, 2),
+                                                                    "share_of_peak": round(g / peak[t], 4)}
+
+
+def evaluate_all(cfg, manifest_path=None, report_dir=None, limit=None, latency=True, progress=print):
+    """Evaluate every artifact, check the gates, write the report. Returns the report dict.
+
+    report["passed"] is False if any artifact failed or any gate failed.
+    """
+    ev = cfg["evaluate"]
+    manifest_path = config_mod.project_path(manifest_path or ev["manifest"])
+    report_dir = config_mod.project_path(report_dir or ev["report_dir"])
+    manifest = manifest_mod.read(manifest_path)
+    if not manifest["artifacts"]:
+        raise PipelineError(f"{manifest_path}: the manifest lists no artifacts")
+    t_start = time.perf_counter()
+    timings = {}
+
+    t0 = time.perf_counter()
+    test = evalset.load_test(cfg)
+    limit = int(ev.get("limit", 0) if limit is None else limit)
+    index = subset_indices(len(test), limit)
+    n = len(index)
+    images, labels = test.images[index], test.labels[index]
+    timings["load_test_s"] = round(time.perf_counter() - t0, 2)
+    thread_counts = _thread_counts(ev["threads"])
+    progress(f"evaluate: {len(manifest['artifacts'])} artifacts from {manifest_path}, {n} test images, "
+             f"threads {thread_counts}{'' if latency else ', no latency'}")
+
+    rows, top1 = [], {}
+    with tempfile.TemporaryDirectory(prefix="evaluate.") as tmp:
+        workdir = Path(tmp)
+        images_npy = workdir / "images.npy"
+        np.save(images_npy, np.ascontiguousarray(images))
+
+        peak = {}
+
+        def probe(when):
+            """Best matmul GFLOP/s per thread count, kept as the max over probes (before and after the
+            artifacts): on a shared machine, a busy neighbour (or SMT sibling) only ever lowers it."""
+            t0 = time.perf_counter()
+            for t in thread_counts:
+                result = _spawn({"kind": "probe", "threads": t, "seconds": float(ev.get("peak_probe_s", 1.0))},
+                                workdir, f"probe.{when}.t{t}", 120)
+                if result.get("gflops"):
+                    peak[str(t)] = max(peak.get(str(t)) or 0, result["gflops"])
+            timings[f"peak_probe_{when}_s"] = round(time.perf_counter() - t0, 2)
+            progress(f"peak probe {when} (float32 matmul): "
+                     + ", ".join(f"{g} GFLOP/s at {t} thread(s)" for t, g in peak.items()))
+
+        probe("before")
+
+        for i, entry in enumerate(manifest["artifacts"], 1):
+            progress(f"[{i}/{len(manifest['artifacts'])}] {entry['name']} ({entry['format']}, {entry['precision']})")
+            row, pred = evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, ev, latency,
+                                          progress)
+            if pred is not None:
+                top1[row["name"]] = pred
+            else:
+                progress(f"  {row['name']}: FAILED: {row['error']}")
+            rows.append(row)
+            timings[f"artifact_{row['name']}_s"] = row.get("wall_s")
+        probe("after")
+
+    reference = top1.get(gates.REFERENCE)
+    ref_score = accuracy.score(labels, reference) if reference is not None else None
+    flops = next((r.get("flops_per_image") for r in rows if r.get("flops_per_image")), None)
+    for row in rows:
+        if row["name"] in top1:
+            row.update(accuracy.score(labels, top1[row["name"]], reference,
+                                      ref_score["accuracy"] if ref_score else None))
+            one = row["latency_by_threads"].get("1", {}).get("batch1_ms")
+            row["latency_ms"] = {k: one[k] for k in ("p50", "p90", "p99")} if one else None
+            _add_peak_share(row, flops, peak, thread_counts)
+            progress(f"{row['name']}: accuracy {row['accuracy']:.4f}"
+                     + (f", diff {row['diff_pp']:+.2f} pp, agreement {row['agreement']:.4f}"
+                        if row["agreement"] is not None else ""))
+
+    card, card_source = gates.model_card_accuracy(cfg, manifest, manifest_path)
+    if card is None:
+        progress(f"note: model-card gate skipped: {card_source}")
+    gate_results = gates.check(rows, cfg["gates"], card, full_test_set=(n == len(test)), note=progress)
+    failed = gates.failures(gate_results)
+    timings["total_s"] = round(time.perf_counter() - t_start, 2)
+
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "manifest": str(manifest_path), "source_checkpoint": manifest.get("source_checkpoint"),
+        "test_images": n, "full_test_set": n == len(test), "threads": thread_counts,
+        "latency_measured": latency, "machine": machine.describe(),
+        "flops_per_image": flops, "peak_gflops": peak,
+        "model_card_accuracy": card, "model_card_source": card_source,
+        "artifacts": rows, "gates": gate_results, "gate_failures": failed,
+        "passed": not failed, "timings": timings,
+    }
+    report.write(result, report_dir, cfg)
+    progress(f"wrote {report_dir}/evaluation.json, evaluation.md and charts in {timings['total_s']:.0f} s")
+    return result

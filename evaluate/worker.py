@@ -1,0 +1,66 @@
+"""One artifact (or the peak probe) at one thread count, in a process of its own.
+
+Why a process per run: TensorFlow fixes its thread pools at start-up, peak RSS is only
+meaningful per process, and a runtime that crashes on a bad file (a segfault in a native
+interpreter) takes down only this run, not the whole evaluation.
+
+    python -m evaluate.worker JOB.json RESULT.json
+
+JOB: {"kind": "artifact" | "probe", "threads", ...}; RESULT: the measurements, or
+{"error": "<one line>"} for an expected failure. Thread env vars are set by the parent.
+"""
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def run_artifact(job):
+    import numpy as np
+
+    from evaluate import accuracy, latency
+
+    entry, threads = job["entry"], job["threads"]
+    images = np.load(job["images"], mmap_mode="r")
+    out = {"threads": threads}
+    runner, out["load_s"], out["first_inference_ms"] = latency.open_and_time(entry, job["path"], threads, images[0])
+    if job.get("latency_runs"):
+        out["batch1_ms"] = latency.batch1_latency(entry["name"], runner, images, job["warmup_runs"],
+                                                  job["latency_runs"])
+    if job.get("accuracy"):
+        top1, out["throughput"] = accuracy.predict_top1(entry["name"], runner, images, job["batch"],
+                                                        progress=lambda m: print(m, flush=True))
+        np.save(job["predictions"], top1)
+    if job.get("flops") and entry["format"] == "keras":
+        from evaluate.flops import count_flops
+        out["flops_per_image"] = count_flops(runner.model)
+    out["peak_rss_mb"] = latency.peak_rss_mb()
+    return out
+
+
+def run_probe(job):
+    from evaluate.flops import peak_gflops
+    return {"threads": job["threads"], "gflops": peak_gflops(job.get("seconds", 1.0))}
+
+
+def main(job_path, result_path):
+    from pipeline import atomic
+    from pipeline.errors import PipelineError
+
+    job = json.loads(Path(job_path).read_text())
+    t0 = time.perf_counter()
+    try:
+        result = run_artifact(job) if job["kind"] == "artifact" else run_probe(job)
+    except PipelineError as exc:
+        result = {"error": str(exc)}
+    except Exception as exc:  # an unexpected runtime error is still this artifact's failure only
+        traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        result = {"error": f"{job.get('entry', {}).get('name', 'probe')}: {type(exc).__name__}: {first}"}
+    result["wall_s"] = round(time.perf_counter() - t0, 3)
+    atomic.write_json(result_path, result)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
