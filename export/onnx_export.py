@@ -1,0 +1,124 @@
+"""ONNX fp32 via tf2onnx, and ONNX int8 via onnxruntime.quantization (static, QDQ).
+
+tf2onnx's `from_keras` does not understand Keras 3 models, so we convert a tf.function
+with a named, dynamic-batch input signature; its variables are frozen into the graph,
+so the model has exactly one input and no constant leaks in as an extra input.
+"""
+import re
+
+import numpy as np
+
+from export.savedmodel import INPUT_NAME, OUTPUT_NAME, image_spec
+from pipeline.errors import PipelineError
+
+
+def write_fp32(model, path, opset):
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+    fn = tf.function(lambda image: model(image, training=False), input_signature=[image_spec()])
+    tf2onnx.utils.INTERNAL_NAME = 1  # its name counter is global: reset it so names (and bytes) repeat
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=[image_spec()], opset=opset)
+    _rename_output(proto, OUTPUT_NAME)
+    _canonical_names(proto)
+    check_single_io(proto, path)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _rename_output(proto, name):
+    """tf2onnx names the output after the TF tensor ("Identity:0"); users want "probabilities"."""
+    old = proto.graph.output[0].name
+    for node in proto.graph.node:
+        node.output[:] = [name if o == old else o for o in node.output]
+        node.input[:] = [name if i == old else i for i in node.input]
+    proto.graph.output[0].name = name
+
+
+def _canonical_names(proto):
+    """Renumber the names tf2onnx makes up ("const_fold_opt__412") in graph order.
+
+    tf2onnx numbers them with a process-wide counter, and orders initializers by name, so
+    the same model converted after other work in the process gave other bytes.
+    """
+    g = proto.graph
+    keep = {v.name for v in g.input} | {v.name for v in g.output}
+    made_up = re.compile(r"__\d+")
+    tensors, nodes = {}, {}
+
+    def canon(name, table):
+        if name in keep or not made_up.search(name):
+            return name
+        return table.setdefault(name, made_up.sub("", name) + f"__{len(table)}")
+
+    for node in g.node:
+        node.input[:] = [canon(n, tensors) for n in node.input]
+        node.output[:] = [canon(n, tensors) for n in node.output]
+        node.name = canon(node.name, nodes)
+    for t in list(g.initializer) + list(g.value_info):
+        t.name = canon(t.name, tensors)
+    dims = {}
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        for i, d in enumerate(v.type.tensor_type.shape.dim):
+            if d.HasField("dim_param"):  # tf2onnx's "unk__415"; the dynamic batch of the I/O is "batch"
+                d.dim_param = "batch" if v.name in keep and i == 0 else dims.setdefault(d.dim_param, f"dim{len(dims)}")
+    first_use = {n: i for i, n in reversed(list(enumerate(x for node in g.node for x in node.input)))}
+    inits = sorted(g.initializer, key=lambda t: (first_use.get(t.name, len(first_use)), t.name))
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    g.doc_string = ""  # names the converter version only; tool versions are in the manifest
+
+
+def check_single_io(proto, where):
+    """Exactly one real input and one output; initializers listed as inputs would be the trap."""
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = [i.name for i in proto.graph.input]
+    if inputs != [INPUT_NAME] or len(proto.graph.output) != 1 or inits & set(inputs):
+        raise PipelineError(f"{where}: ONNX graph has inputs {inputs} and {len(proto.graph.output)} "
+                            f"outputs; expected exactly [{INPUT_NAME!r}] and 1")
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader over the calibration images, in batches."""
+
+    def __init__(self, images, batch=50):
+        self._batches = iter([images[i:i + batch].astype(np.float32) for i in range(0, len(images), batch)])
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def write_int8(fp32_path, path, calibration_images):
+    """Static QDQ int8 (per-channel weights, MinMax activations) for CPU inference; float in and out.
+
+    S8S8 QDQ is what onnxruntime recommends for x86-64 CPUs.
+    """
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration_images)
+    prepared = path.with_name(path.stem + ".prep.onnx")  # inside atomic_path's temp folder
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    # The softmax stays float: int8 probabilities (steps of 1/255) turn near-ties into exact ties.
+    softmax = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Softmax"]
+    quantize_static(str(prepared), str(path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=softmax)
+    prepared.unlink()
+    check_single_io(onnx.load(str(path)), path)
+
+
+def specs(path):
+    """(input, output) specs of an ONNX file for the manifest (None for the dynamic batch dim)."""
+    import onnx
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def spec(v):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
+        return {"name": v.name, "dtype": dtype, "shape": dims, "quantization": None}
+
+    return spec(proto.graph.input[0]), spec(proto.graph.output[0])

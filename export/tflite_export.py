@@ -1,0 +1,84 @@
+"""TFLite fp32, fp16, dynamic-range int8 and full-integer int8 (uint8 in/out), with labels inside.
+
+Converted from the SavedModel (TFLiteConverter.from_saved_model is the path that works
+for Keras 3 models). Labels travel inside every .tflite file as an associated file the
+way TFLite Model Metadata stores them: a zip archive appended to the flatbuffer. The
+interpreter ignores the trailing bytes; `read_labels(path)` (or any unzip tool) reads them.
+"""
+import io
+import zipfile
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+PRECISIONS = {"tflite_fp32": "fp32", "tflite_fp16": "fp16",
+              "tflite_dynamic_int8": "dynamic_int8", "tflite_int8": "int8"}
+LABELS_NAME = "labels.txt"
+
+
+def representative(images):
+    """The calibration images one by one, raw 0..255 float as the model takes them."""
+    def gen():
+        for img in images:
+            yield [img[None].astype(np.float32)]
+    return gen
+
+
+def configure(converter, precision, calibration_images=None):
+    """Set the converter for one precision; full int8 needs the calibration images."""
+    import tensorflow as tf
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision in ("int8", "qat_int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative(calibration_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8   # raw pixels are already 0..255 integers
+        converter.inference_output_type = tf.uint8
+    elif precision != "fp32":
+        raise PipelineError(f"unknown TFLite precision {precision!r}")
+    return converter
+
+
+def convert_saved_model(saved_model_dir, precision, calibration_images=None) -> bytes:
+    import tensorflow as tf
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    return configure(converter, precision, calibration_images).convert()
+
+
+def with_labels(flatbuffer: bytes, labels_text: str) -> bytes:
+    """The model with labels.txt appended as a zip (TFLite Model Metadata's associated-file layout)."""
+    buf = io.BytesIO()
+    buf.write(flatbuffer)
+    with zipfile.ZipFile(buf, "a", compression=zipfile.ZIP_STORED) as zf:
+        info = zipfile.ZipInfo(LABELS_NAME, date_time=(1980, 1, 1, 0, 0, 0))  # fixed: same bytes every run
+        zf.writestr(info, labels_text)
+    return buf.getvalue()
+
+
+def read_labels(path):
+    """The class names embedded in a .tflite written here."""
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(LABELS_NAME).decode().splitlines()
+
+
+def write(path, flatbuffer: bytes, labels_text: str):
+    path.write_bytes(with_labels(flatbuffer, labels_text))
+
+
+def specs(path):
+    """(input, output) specs from the interpreter: names, dtypes, dynamic batch, quantization."""
+    from export.parity import _quant, tflite_interpreter
+    interp = tflite_interpreter(path)
+
+    def spec(d):
+        shape = [None if s < 0 else int(s) for s in d["shape_signature"]]
+        return {"name": d["name"], "dtype": np.dtype(d["dtype"]).name, "shape": shape,
+                "quantization": _quant(d)}
+
+    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+    return spec(inp), spec(out)

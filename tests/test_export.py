@@ -1,0 +1,271 @@
+"""Export stage: every format loads and runs in its runtime, parity, manifest, atomicity, bad inputs, QAT.
+
+One CLI export of the small checkpoint (in a subprocess, as users run it) is shared by
+most tests; a second one checks that re-export writes the same bytes.
+"""
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL = ["keras", "saved_model", "onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_fp16",
+       "tflite_dynamic_int8", "tflite_int8"]
+# Fewer calibration and parity images for speed. The small checkpoint is fitted for seconds, so
+# many of its predictions are near-ties that fp16 and int8 flip: its gates are lowered here
+# (real models: 99.9% float, 98% int8); the fp32 artifacts are still held to 100% below.
+GATES = dict(calibration_images=300, parity_images=256, min_parity_float=0.99, min_parity_int8=0.95)
+FAST = [a for k, v in GATES.items() for a in ("--set", f"export.{k}={v}")]
+DETERMINISM = ["saved_model", "tflite_fp16", "tflite_int8"]  # re-exported to compare bytes (see export/run.py)
+
+
+def cli(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "export", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def exported(small_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts")
+    proc = cli("--checkpoint", small_checkpoint, "--out-dir", out, *FAST)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from pipeline import manifest
+    return out, manifest.read(out / "manifest.json")
+
+
+def small_cfg(cfg, **export):
+    cfg = copy.deepcopy(cfg)
+    cfg["export"].update(**{**GATES, **export})
+    return cfg
+
+
+# ---------------------------------------------------------------- manifest
+
+def test_manifest_names_every_artifact_with_its_facts(exported, small_checkpoint):
+    from pipeline import atomic, manifest
+    out, m = exported
+    assert [e["name"] for e in m["artifacts"]] == ALL
+    sha = atomic.sha256_file(small_checkpoint)
+    assert m["source_checkpoint"]["sha256"] == sha and m["source_checkpoint"]["preset"] == "resnet20v1"
+    for e in m["artifacts"]:
+        manifest.verify(out / "manifest.json", e)  # exists and sha256 matches
+        assert not Path(e["path"]).is_absolute() and e["bytes"] > 100_000
+        assert e["source_checkpoint_sha256"] == sha and e["labels"] == "labels.txt"
+        assert e["tool_versions"]["tensorflow"] and e["exported_at"] and isinstance(e["deterministic"], bool)
+        assert e["input"]["shape"] == [None, 32, 32, 3] and e["output"]["shape"] == [None, 10]
+    assert (out / "labels.txt").read_text().split() == ["airplane", "automobile", "bird", "cat", "deer",
+                                                        "dog", "frog", "horse", "ship", "truck"]
+    resolved = json.loads((out / "config.resolved.json").read_text())
+    assert resolved["export"]["checkpoint"] == str(small_checkpoint)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging/temp leftovers
+
+
+def test_parity_is_recorded_and_above_the_gates(exported):
+    _, m = exported
+    for e in m["artifacts"]:
+        p = e["parity"]
+        assert p["images"] == 256
+        if e["precision"] == "fp32":
+            assert p["top1_agreement"] == 1.0, e["name"]
+        elif e["precision"] == "fp16":
+            assert p["top1_agreement"] >= 0.99, e["name"]
+        else:
+            assert p["top1_agreement"] >= 0.95, e["name"]
+    by = {e["name"]: e["parity"]["max_abs_diff"] for e in m["artifacts"]}
+    assert by["keras"] == 0.0
+    assert max(by["saved_model"], by["onnx_fp32"], by["tflite_fp32"]) < 1e-4
+    assert by["tflite_fp16"] < 1e-2
+    assert 0 < by["tflite_int8"] < 0.35 and 0 < by["onnx_int8"] < 0.35  # int8: close, not bit-exact
+
+
+# ---------------------------------------------------------------- each format, in its own runtime
+
+@pytest.fixture(scope="module")
+def reference(small_checkpoint, calibration):
+    from pipeline import checkpoint
+    model, _ = checkpoint.load(small_checkpoint)
+    x = calibration.images[-40:]  # not only the parity batch
+    return x, model.predict(x.astype(np.float32), verbose=0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_artifact_loads_and_runs_in_its_runtime(exported, reference, name):
+    from export import parity
+    from pipeline import manifest
+    out, m = exported
+    entry = manifest.find(m, name)
+    x, want = reference
+    got = parity.RUNNERS[entry["format"]](out / entry["path"], x)
+    assert got.shape == (40, 10)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=0.05)  # probabilities, preprocessing inside
+    tol = 1e-4 if entry["precision"] == "fp32" else 1e-2 if entry["precision"] == "fp16" else 0.35
+    assert np.max(np.abs(got - want)) < tol
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= (0.97 if entry["precision"] in ("fp32", "fp16") else 0.9)
+
+
+def test_onnx_has_one_input_one_output_and_dynamic_batch(exported, reference):
+    import onnx
+    import onnxruntime as ort
+    out, m = exported
+    x, _ = reference
+    for name in ("onnx_fp32", "onnx_int8"):
+        entry = next(e for e in m["artifacts"] if e["name"] == name)
+        proto = onnx.load(str(out / entry["path"]))
+        assert [i.name for i in proto.graph.input] == ["image"]
+        assert [o.name for o in proto.graph.output] == ["probabilities"]
+        assert entry["opset"] == 17 and any(o.version == 17 for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        sess = ort.InferenceSession(str(out / entry["path"]), providers=["CPUExecutionProvider"])
+        for n in (1, 7):
+            assert sess.run(None, {"image": x[:n].astype(np.float32)})[0].shape == (n, 10)
+    int8 = onnx.load(str(out / "model_int8.onnx"))
+    assert sum(n.op_type == "QuantizeLinear" for n in int8.graph.node) > 10  # QDQ format
+
+
+def test_saved_model_serving_signature(exported, reference):
+    import tensorflow as tf
+    out, _ = exported
+    fn = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    spec = fn.structured_input_signature[1]["image"]
+    assert spec.shape.as_list() == [None, 32, 32, 3] and spec.dtype == tf.float32
+    x, want = reference
+    np.testing.assert_allclose(fn(image=tf.constant(x[:5], tf.float32))["probabilities"].numpy(), want[:5],
+                               atol=1e-5)
+
+
+def test_tflite_int8_takes_and_gives_uint8_and_embeds_labels(exported):
+    from export import tflite_export
+    from pipeline.model import CLASSES
+    out, m = exported
+    entry = next(e for e in m["artifacts"] if e["name"] == "tflite_int8")
+    assert entry["input"]["dtype"] == "uint8" and entry["output"]["dtype"] == "uint8"
+    q_in, q_out = entry["input"]["quantization"], entry["output"]["quantization"]
+    assert abs(q_in["scale"] - 1.0) < 0.01 and q_in["zero_point"] == 0  # raw pixels pass through
+    assert 0 < q_out["scale"] <= 1 / 255 + 1e-6
+    for e in m["artifacts"]:
+        if e["format"] == "tflite":
+            assert tflite_export.read_labels(out / e["path"]) == list(CLASSES)
+            if e["name"] != "tflite_int8":
+                assert e["input"]["dtype"] == "float32" and e["input"]["quantization"] is None
+
+
+def test_reexport_writes_the_same_bytes(exported, small_checkpoint, tmp_path):
+    out, m = exported
+    proc = cli("--checkpoint", small_checkpoint, "--out-dir", tmp_path, "--quiet", "--formats",
+               ",".join(DETERMINISM), *FAST)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = {e["name"]: e["sha256"] for e in json.loads((tmp_path / "manifest.json").read_text())["artifacts"]}
+    assert sorted(again) == sorted(DETERMINISM)
+    for e in m["artifacts"]:
+        if e["name"] in again and e["deterministic"]:  # the manifest only promises these
+            assert again[e["name"]] == e["sha256"], e["name"]
+    assert [e["name"] for e in m["artifacts"] if not e["deterministic"]] == ["onnx_fp32", "onnx_int8"]
+
+
+# ---------------------------------------------------------------- failures leave nothing behind
+
+def test_parity_gate_refuses_and_writes_nothing(cfg, small_checkpoint, tmp_path):
+    from export.run import export_all
+    from pipeline.errors import PipelineError
+    with pytest.raises(PipelineError, match="top-1 agreement .* below the required"):
+        export_all(small_cfg(cfg, min_parity_int8=1.01), small_checkpoint, tmp_path / "out",
+                   formats=["keras", "onnx_int8"], progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_crash_mid_export_keeps_previous_export_whole(cfg, small_checkpoint, tmp_path, monkeypatch):
+    from export import tflite_export
+    from export.run import export_all
+    from pipeline import manifest
+    out = tmp_path / "out"
+    export_all(small_cfg(cfg), small_checkpoint, out, formats=["keras"], progress=False)
+    before = sorted(p.name for p in out.iterdir())
+
+    def crash(*a, **k):
+        raise RuntimeError("simulated converter crash")
+    monkeypatch.setattr(tflite_export, "convert_saved_model", crash)
+    with pytest.raises(RuntimeError, match="simulated"):
+        export_all(small_cfg(cfg), small_checkpoint, out, formats=["keras", "saved_model", "tflite_fp32"],
+                   progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before  # no saved_model, no temp or staging folder
+    m = manifest.read(out / "manifest.json")
+    assert [e["name"] for e in m["artifacts"]] == ["keras"]
+    for e in m["artifacts"]:
+        manifest.verify(out / "manifest.json", e)
+
+
+# ---------------------------------------------------------------- bad inputs: one line, exit 1, nothing written
+
+def _save(model, path):
+    model.save(path)
+    return path
+
+
+def bad_checkpoints(tmp):
+    import keras
+    from keras import layers
+    yield "missing", tmp / "nope.h5", "checkpoint not found"
+    (tmp / "text.h5").write_text("not a model")
+    yield "not hdf5", tmp / "text.h5", "not an HDF5 file"
+    other = keras.Sequential([keras.Input((32, 32, 3)), layers.Flatten(), layers.Dense(10, activation="softmax")])
+    yield "other architecture", _save(other, tmp / "other.h5"), "matches no model preset"
+    small = keras.Sequential([keras.Input((28, 28, 3)), layers.Flatten(), layers.Dense(10, activation="softmax")])
+    yield "input shape", _save(small, tmp / "small.h5"), "input shape"
+    inp = keras.Input((32, 32, 3))
+    lam = keras.Model(inp, layers.Dense(10, activation="softmax")(layers.Flatten()(layers.Lambda(lambda t: t * 2)(inp))))
+    yield "lambda", _save(lam, tmp / "lambda.h5"), "cannot load"
+
+
+def test_bad_checkpoints_are_refused_in_one_line(tmp_path, capsys):
+    from export.__main__ import main
+    out = tmp_path / "out"
+    for what, path, message in bad_checkpoints(tmp_path):
+        with pytest.raises(SystemExit) as exc:
+            main(["--checkpoint", str(path), "--out-dir", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 1, what
+        assert err.startswith("error: ") and len(err.splitlines()) == 1 and message in err, (what, err)
+        assert str(path.name) in err, what
+        assert not out.exists(), what
+
+
+def test_unwritable_out_dir_is_refused(small_checkpoint, tmp_path, capsys):
+    from export.__main__ import main
+    (tmp_path / "a_file").write_text("x")  # a folder under a file: unwritable even for root
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", str(small_checkpoint), "--out-dir", str(tmp_path / "a_file" / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 1 and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "not writable" in err and "a_file" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_unknown_format_is_refused(cfg, small_checkpoint, tmp_path):
+    from export.run import export_all
+    from pipeline.errors import PipelineError
+    with pytest.raises(PipelineError, match="unknown export format.*tflite_int4"):
+        export_all(cfg, small_checkpoint, tmp_path, formats=["tflite_int4"], progress=False)
+
+
+# ---------------------------------------------------------------- QAT on a tiny budget
+
+def test_qat_int8_on_a_tiny_budget(cfg, small_checkpoint, tmp_path):
+    """The mechanism only: a second of fine-tuning cannot settle the fake-quant ranges, so no parity gate."""
+    from export import parity, tflite_export
+    from export.run import export_all
+    m = export_all(small_cfg(cfg, qat=True, qat_minutes=0.02, qat_data="calibration", qat_images=256,
+                             calibration_images=50, min_parity_qat=0.0),
+                   small_checkpoint, tmp_path, formats=["keras"], progress=False)
+    entry = m["artifacts"][-1]
+    assert [e["name"] for e in m["artifacts"]] == ["keras", "tflite_qat_int8"]
+    assert entry["precision"] == "qat_int8" and entry["deterministic"] is False
+    assert entry["input"]["dtype"] == "uint8" and entry["output"]["dtype"] == "uint8"
+    assert entry["parity"]["images"] == 256 and entry["parity"]["top1_agreement"] > 0.2  # not random
+    assert tflite_export.read_labels(tmp_path / entry["path"])[0] == "airplane"
+    probs = parity.run_tflite(tmp_path / entry["path"], np.zeros((2, 32, 32, 3), np.uint8))
+    assert probs.shape == (2, 10) and abs(probs.sum(1) - 1).max() < 0.05
