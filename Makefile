@@ -10,7 +10,7 @@ PYTHON := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv train export evaluate gate mobile test benchmark clean
+.PHONY: venv train export evaluate gate mobile mobile-parity test clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,10 @@ evaluate: venv
 
 mobile: venv
 	$(PYTHON) -m export.mobile $(ARGS)
+
+# The mobile example (app-style, one image at a time) against the evaluator's interpreter, all test images.
+mobile-parity: mobile
+	$(PYTHON) examples/check_mobile_parity.py $(ARGS)
 
 # The CI accuracy gate: every format from the committed reference, all 10,000 test images.
 gate: export evaluate
