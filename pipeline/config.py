@@ -6,7 +6,6 @@ parsed as TOML, so numbers, booleans and lists keep their types).
 """
 import argparse
 import copy
-import json
 import tomllib
 from pathlib import Path
 
@@ -77,7 +76,3 @@ def project_path(p):
     """Relative paths in the config are relative to the project root, not the cwd."""
     p = Path(p).expanduser()
     return p if p.is_absolute() else ROOT / p
-
-
-def dumps(cfg):
-    return json.dumps(cfg, indent=2)

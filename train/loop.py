@@ -39,11 +39,17 @@ def _distribution(enabled):
     if not enabled:
         return contextlib.nullcontext(), 1
     if keras.backend.backend() == "jax":
+        if os.environ.get("JAX_COORDINATOR_ADDRESS"):  # multi-host: one process per host
+            import jax
+            jax.distributed.initialize()
         devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         return contextlib.nullcontext(), len(devices)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
+        if os.environ.get("TF_CONFIG"):  # multi-worker: TF_CONFIG names this worker and its peers
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            return strategy.scope(), strategy.num_replicas_in_sync
         strategy = tf.distribute.MirroredStrategy(
             devices=[d.name for d in tf.config.list_logical_devices("GPU")] or
             [d.name for d in tf.config.list_logical_devices("CPU")])
@@ -112,7 +118,7 @@ def train(cfg, run_dir: Path, resume=False):
                         steps_per_execution=int(tcfg.get("steps_per_execution", 1)))
     env = {**report.environment(), "policy": policy,
            "distribution": {"replicas": replicas, "global_batch": batch, "per_replica_batch": batch // replicas}}
-    report.write_json(run_dir / "environment.json", env)
+    atomic.write_json(run_dir / "environment.json", env)
     print(f"model: {cfg['model']['preset']} ({net.count_params():,} params), backend {env['backend']}, "
           f"policy {policy}, {replicas} replica(s) x {batch // replicas} images", flush=True)
 
@@ -153,7 +159,7 @@ def train(cfg, run_dir: Path, resume=False):
                            "median_epoch_seconds": float(np.median(history["epoch_seconds"][1:] or
                                                                    history["epoch_seconds"])),
                            "total_seconds": time.perf_counter() - t_start}}
-    report.write_json(run_dir / "metrics.json", metrics)
+    atomic.write_json(run_dir / "metrics.json", metrics)
     print(f"done: {best_path} test accuracy {metrics['test_accuracy']:.4f} on CIFAR-10 (JPEG q75 copy), "
           f"{metrics['timings']['total_seconds']:.0f}s in all", flush=True)
     return metrics

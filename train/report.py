@@ -1,6 +1,5 @@
 """What a run folder records besides checkpoints: history (JSON), curves (PNG), environment."""
 import csv
-import json
 import platform
 import sys
 
@@ -67,11 +66,3 @@ def environment():
     except (OSError, StopIteration):
         pass
     return env
-
-
-def write_json(path, obj):
-    atomic.write_json(path, obj)
-
-
-def dumps(obj):
-    return json.dumps(obj, indent=2)
