@@ -3,7 +3,7 @@ import time
 
 import numpy as np
 
-from evaluate.runtimes import check_output
+from pipeline.runtimes import check_output
 
 NUM_CLASSES = 10
 

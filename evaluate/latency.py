@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from evaluate.runtimes import check_output, open_runner
+from pipeline.runtimes import check_output, open_runner
 
 
 def peak_rss_mb():

@@ -3,7 +3,7 @@
     python examples/check_mobile_parity.py                        # all 10,000 test images
     python examples/check_mobile_parity.py --manifest artifacts/manifest.json --limit 500
 
-The evaluator's side is evaluate.runtimes.TFLiteRunner through evaluate.accuracy.predict_top1
+The evaluator's side is pipeline.runtimes.TFLiteRunner through evaluate.accuracy.predict_top1
 (batched, exactly as `python -m evaluate` runs it); the app's side is
 examples/litert_mobile.MobileClassifier on the mobile bundle (model_spec.json, one invoke per
 image, ARGB bitmap -> uint8 tensor -> dequantized output). The bundle must hold the same
@@ -30,7 +30,7 @@ ARTIFACT = "tflite_int8"
 
 def evaluator_top1(manifest_path, entry, images, threads):
     from evaluate.accuracy import predict_top1
-    from evaluate.runtimes import TFLiteRunner
+    from pipeline.runtimes import TFLiteRunner
     runner = TFLiteRunner(entry["name"], manifest.verify(manifest_path, entry), threads)
     top1, _ = predict_top1(entry["name"], runner, images, progress=lambda s: print(s, flush=True))
     return top1

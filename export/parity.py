@@ -25,48 +25,31 @@ def run_keras(model_or_path, images, batch=128):
     return np.asarray(model.predict(images.astype(np.float32), batch_size=batch, verbose=0), np.float32)
 
 
+def _runner(fmt, path, threads=0):
+    from pipeline.runtimes import RUNNERS as RUNTIME_RUNNERS
+    return RUNTIME_RUNNERS[fmt](fmt, path, threads)
+
+
+def _batched(runner, images, batch):
+    return np.concatenate([runner.predict(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
 def run_saved_model(path, images, batch=128):
-    import tensorflow as tf
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
-    out = [fn(image=tf.constant(images[i:i + batch], tf.float32))["probabilities"].numpy()
-           for i in range(0, len(images), batch)]
-    return np.concatenate(out).astype(np.float32)
+    return _batched(_runner("saved_model", path), images, batch)
 
 
 def run_onnx(path, images, batch=128):
-    import onnxruntime as ort
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
-    res = [sess.run([out.name], {inp.name: images[i:i + batch].astype(np.float32)})[0]
-           for i in range(0, len(images), batch)]
-    return np.concatenate(res).astype(np.float32)
+    return _batched(_runner("onnx", path), images, batch)
 
 
-def _quantize(x, q, dtype):
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / q["scale"] + q["zero_point"]), info.min, info.max).astype(dtype)
+def run_tflite(path, images):
+    """One image at a time, as on a phone (the batch dim is resized to 1 by default)."""
+    return _batched(_runner("tflite", path, threads=2), images, 1)
 
 
 def tflite_interpreter(path):
     from ai_edge_litert.interpreter import Interpreter
     return Interpreter(model_path=str(path), num_threads=2)
-
-
-def run_tflite(path, images):
-    """One image at a time, as on a phone (the batch dim is resized to 1 by default)."""
-    interp = tflite_interpreter(path)
-    interp.allocate_tensors()
-    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
-    in_q, out_q = _quant(inp), _quant(out)
-    res = np.empty((len(images), out["shape"][-1]), np.float32)
-    for i, img in enumerate(images):
-        x = img[None].astype(np.float32)
-        x = _quantize(x, in_q, inp["dtype"]) if in_q else x.astype(inp["dtype"])
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        y = interp.get_tensor(out["index"])[0]
-        res[i] = (y.astype(np.float32) - out_q["zero_point"]) * out_q["scale"] if out_q else y
-    return res
 
 
 def _quant(detail):

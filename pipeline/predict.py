@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, images, manifest
+from pipeline import config, images, manifest, runtimes
 from pipeline.errors import PipelineError
 
 HELP = "classify PNG/JPEG images (files or folders) with an exported artifact"
@@ -39,73 +39,16 @@ def add_arguments(parser):
     config.add_config_args(parser)
 
 
-# ---------------------------------------------------------------- runtimes
-# Each loader returns f(uint8 (N, 32, 32, 3)) -> float32 (N, classes) probabilities.
-
-def _tflite(path, threads):
-    from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-    def run(x):
-        if tuple(inp["shape"]) != x.shape:  # batch size is the only dimension that changes
-            interpreter.resize_tensor_input(inp["index"], x.shape)
-            interpreter.allocate_tensors()
-            inp.update(interpreter.get_input_details()[0])
-        if np.issubdtype(inp["dtype"], np.integer):  # quantized input: q = x / scale + zero_point
-            scale, zero_point = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.rint(x / scale + zero_point), info.min, info.max)
-        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])
-        if np.issubdtype(out["dtype"], np.integer):  # dequantize: (q - zero_point) * scale
-            scale, zero_point = out["quantization"]
-            y = (y.astype(np.float32) - zero_point) * scale
-        return y.astype(np.float32)
-
-    interpreter.allocate_tensors()
-    return run
-
-
-def _onnx(path, threads):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x.astype(np.float32)})[0]
-
-
-def _saved_model(path, threads):
-    import tensorflow as tf
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    (name,) = signature.structured_input_signature[1]
-
-    def run(x):
-        outputs = signature(**{name: tf.constant(x, tf.float32)})
-        return next(iter(outputs.values())).numpy()
-    return run
-
-
-def _keras(path, threads):
-    from pipeline import checkpoint  # safe_mode, known presets only, float32
-    model, _ = checkpoint.load(path)
-    return lambda x: np.asarray(model(x.astype(np.float32), training=False))
-
-
-LOADERS = {"tflite": _tflite, "onnx": _onnx, "saved_model": _saved_model, "keras": _keras}
-
-
 def load_classifier(manifest_path, entry, threads=0):
     """Verify the artifact's sha256, load it in its runtime; return f(uint8 NHWC) -> probabilities."""
     path = manifest.verify(manifest_path, entry)
     try:
-        return LOADERS[entry["format"]](path, threads)
+        runner = runtimes.open_runner(entry, path, threads)
     except ImportError as exc:
         raise PipelineError(f"{entry['name']}: its runtime is not installed ({exc})") from None
+    if runner.batchable:
+        return runner.predict
+    return lambda x: np.concatenate([runner.predict(image[None]) for image in x])
 
 
 def read_labels(manifest_path, entry):

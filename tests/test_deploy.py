@@ -174,7 +174,7 @@ def test_predict_onnx_fp32_json_matches_keras_on_files_and_upscaled(exported, im
 
 
 def test_predict_default_tflite_int8_text_agrees_with_evaluator(exported, image_files, samples):
-    from evaluate.runtimes import TFLiteRunner
+    from pipeline.runtimes import TFLiteRunner
     r = run_py("-m", "pipeline", "predict", "--manifest", exported, image_files / "png", block_tf=True)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
@@ -303,7 +303,7 @@ def test_mobile_bundle_is_all_or_nothing(exported, tmp_path):
 
 
 def test_mobile_example_matches_the_interpreter(bundle, exported, test_split):
-    from evaluate.runtimes import TFLiteRunner
+    from pipeline.runtimes import TFLiteRunner
     mobile = load_example("litert_mobile")
     imgs = test_split.images[::50]  # 200 images across every class
     data = manifest.read(exported)

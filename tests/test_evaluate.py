@@ -113,7 +113,7 @@ def test_gates_name_artifact_metric_value_threshold():
 
 
 def test_runner_input_shape_is_the_models():
-    from evaluate.runtimes import INPUT_SHAPE
+    from pipeline.runtimes import INPUT_SHAPE
     from pipeline.model import INPUT_SHAPE as MODEL_INPUT
     assert INPUT_SHAPE == MODEL_INPUT
 

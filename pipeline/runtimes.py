@@ -7,7 +7,7 @@ wrong input shape, ...) is a PipelineError naming the artifact.
 
 Thread counts are fixed when the runtime starts (TensorFlow) or when the session
 is made (onnxruntime, LiteRT), so evaluate opens one runner per thread count, each
-in its own process (see evaluate/worker.py).
+in its own process (see evaluate/worker.py). export (parity) and predict use the same runners.
 """
 import numpy as np
 
@@ -106,7 +106,8 @@ class TFLiteRunner:
         from ai_edge_litert.interpreter import Interpreter
         self.name = name
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            # threads 0 = LiteRT's own default
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
             self.interpreter.allocate_tensors()
         except Exception as exc:
             raise PipelineError(f"{name}: LiteRT cannot load {path} ({_first_line(exc)})") from None
