@@ -1,84 +1,159 @@
-"""Training speed of the `seed` model with the `fast` recipe, and of its PyTorch peer, in one run.
+"""Training throughput of the `seed` model on this CPU: precision x batch x threads x input feed, one run.
 
-  python benchmarks/train_speed.py                       # full data, 3 epochs each (a GPU machine)
-  python benchmarks/train_speed.py --images 4096 --epochs 3 --backend tensorflow   # a CPU
+  python benchmarks/train_speed.py                      # the CPU table -> benchmarks/results/train_cpu.md
+  python benchmarks/train_speed.py --steps 6 --quick    # a short look (fewer variants and steps)
 
-Keras runs through the product's own train stage (`python -m train`), so the numbers include
-data load, compile and checkpointing exactly as users get them. The PyTorch peer
-(benchmarks/torch_peer.py: channels_last, bf16 on GPU, torch.compile) trains the same network
-on the same images, if torch is installed. Writes benchmarks/results/train.md.
+Each variant runs in its own process (TensorFlow's thread pools are fixed at start-up) and
+times `steps` training steps of the product's own training model (train.loop.build_trainable:
+augmentation + network + the `fast` recipe's optimizer and loss) after a warm-up that includes
+graph tracing. The same run measures this machine's matmul peak in float32 and bfloat16, so
+every variant is reported as images/s, seconds per 45,000-image epoch, and share of the
+float32 peak: ratios within one run, since these machines are noisy.
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+EPOCH_IMAGES = 45_000
+TRAIN_FLOP_PER_IMAGE = 3 * 288.3e6  # forward 288.3 MFLOP (TF profiler, see BENCHMARKS.md); backward ~2x forward
 
-def keras_run(args, out_dir):
-    cmd = [sys.executable, "-m", "train", "--preset", "fast", "--epochs", str(args.epochs),
-           "--subset", str(args.images), "--val-size", "1000", "--backend", args.backend,
-           "--out-dir", str(out_dir), "--run-name", "bench"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    wall = time.perf_counter() - t0
-    metrics = json.loads((out_dir / "bench" / "metrics.json").read_text())
-    env = json.loads((out_dir / "bench" / "environment.json").read_text())
-    return {"wall_seconds": wall, "epochs": json.loads((out_dir / "bench" / "history.json").read_text())["epoch_seconds"],
-            "device": ", ".join(env.get("devices", [])), "policy": env["policy"]}
+# name -> variant; the first is today's `fast` preset as it ran before this benchmark.
+VARIANTS = {
+    "fp32 b512 (old default)": dict(policy="float32", batch=512, intra=0, inter=0, feed="numpy", augment=True),
+    "fp32 b512 tf.data":       dict(policy="float32", batch=512, intra=0, inter=0, feed="tfdata", augment=True),
+    "fp32 b512 intra2 inter1": dict(policy="float32", batch=512, intra=2, inter=1, feed="tfdata", augment=True),
+    "fp32 b512 no augment":    dict(policy="float32", batch=512, intra=0, inter=0, feed="tfdata", augment=False),
+    "bf16 b256":               dict(policy="mixed_bfloat16", batch=256, intra=0, inter=0, feed="tfdata", augment=True),
+    "bf16 b512":               dict(policy="mixed_bfloat16", batch=512, intra=0, inter=0, feed="tfdata", augment=True),
+    "bf16 b1024":              dict(policy="mixed_bfloat16", batch=1024, intra=0, inter=0, feed="tfdata", augment=True),
+    "bf16 b512 intra2 inter1": dict(policy="mixed_bfloat16", batch=512, intra=2, inter=1, feed="tfdata", augment=True),
+    "fp32 b256":               dict(policy="float32", batch=256, intra=0, inter=0, feed="tfdata", augment=True),
+    "fp32 b1024":              dict(policy="float32", batch=1024, intra=0, inter=0, feed="tfdata", augment=True),
+}
+QUICK = ("fp32 b512 (old default)", "bf16 b512")
 
 
-def torch_run(args):
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return None
+def _setup_tf(intra, inter):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    return tf
+
+
+def peak_gflops(dtype, seconds=1.5, n=2048):
+    """Matmul GFLOP/s of this process's thread pool in `dtype` (the roof the convolutions run under)."""
+    tf = _setup_tf(0, 0)
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    mm = tf.function(lambda x: tf.reduce_sum(tf.cast(tf.matmul(x, x), tf.float32)))
+    mm(a).numpy()
+    runs, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        mm(a).numpy()
+        runs += 1
+    return 2 * n ** 3 * runs / (time.perf_counter() - t0) / 1e9
+
+
+def one_variant(v, steps, warmup=3):
+    tf = _setup_tf(v["intra"], v["inter"])
+    import keras
     import numpy as np
-    from benchmarks.torch_peer import run
-    from pipeline import config
-    from pipeline.data import load_cifar10, resolve_source
-    train = load_cifar10(resolve_source(str(config.project_path(config.load()["data"]["source"]))))["train"]
-    idx = np.random.default_rng(0).permutation(len(train))[: args.images]
-    return run(train.images[idx], train.labels[idx], epochs=args.epochs, compile=not args.no_compile)
+    from train import recipe as recipe_mod
+    from train.loop import build_trainable
+    from pipeline import config as config_mod
+
+    keras.mixed_precision.set_global_policy(v["policy"])
+    recipe = dataclasses.replace(config_mod.load().train.presets["fast"], batch_size=v["batch"])
+    n = v["batch"] * steps
+    net, wrapper = build_trainable("seed", recipe, steps_per_epoch=steps)
+    if not v["augment"]:  # the network alone: what the augmentation layer costs
+        wrapper = keras.Model(net.inputs, net.outputs)
+        wrapper.compile(optimizer=recipe_mod.optimizer(recipe, steps), loss=recipe_mod.loss(recipe))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 32, 32, 3)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]
+
+    def feed(count):
+        if v["feed"] == "numpy":
+            return dict(x=x[: count * v["batch"]], y=y[: count * v["batch"]], batch_size=v["batch"])
+        ds = tf.data.Dataset.from_tensor_slices((x[: count * v["batch"]], y[: count * v["batch"]]))
+        return dict(x=ds.batch(v["batch"]).prefetch(2))
+
+    wrapper.fit(**feed(warmup), epochs=1, verbose=0)
+    t0 = time.perf_counter()
+    wrapper.fit(**feed(steps), epochs=1, verbose=0)
+    seconds = time.perf_counter() - t0
+    return {"images_per_s": n / seconds, "step_s": seconds / steps}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=45000)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--backend", default="jax")
-    p.add_argument("--no-compile", action="store_true", help="PyTorch eager (torch.compile needs a compiler)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant (after a 3-step warm-up)")
+    p.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
+    p.add_argument("--only", action="append", help="run only this variant (repeatable)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_cpu.md"))
+    p.add_argument("--_one", help=argparse.SUPPRESS)
+    p.add_argument("--_peak", help=argparse.SUPPRESS)
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        k = keras_run(args, Path(tmp))
-    t = torch_run(args)
-    k_epoch = sorted(k["epochs"][1:] or k["epochs"])[len(k["epochs"][1:] or k["epochs"]) // 2]
-    lines = [f"## Training speed ({time.strftime('%Y-%m-%d')})", "",
-             f"Command: `python benchmarks/train_speed.py --images {args.images} --epochs {args.epochs} "
-             f"--backend {args.backend}{' --no-compile' if args.no_compile else ''}`. Machine: "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; Keras devices: {k['device']}.",
-             "", "| implementation | first epoch (s, incl. compile) | median later epoch (s) | images/s | whole run (s) |",
-             "| --- | --- | --- | --- | --- |",
-             f"| Keras 3 ({args.backend}, {k['policy']}) via `python -m train` | {k['epochs'][0]:.2f} | {k_epoch:.2f} | "
-             f"{args.images / k_epoch:.0f} | {k['wall_seconds']:.1f} |"]
-    if t:
-        t_epoch = sorted(t["epoch_seconds"][1:] or t["epoch_seconds"])[len(t["epoch_seconds"][1:] or t["epoch_seconds"]) // 2]
-        lines.append(f"| PyTorch peer ({'eager' if args.no_compile else 'torch.compile'}) | {t['epoch_seconds'][0]:.2f} | "
-                     f"{t_epoch:.2f} | {args.images / t_epoch:.0f} | {sum(t['epoch_seconds']):.1f} |")
-        lines += ["", f"Ratio of median epoch times, Keras / PyTorch: **{k_epoch / t_epoch:.2f}** "
-                      f"(PyTorch peer params: {t['params']:,})."]
-    else:
-        lines += ["", "PyTorch is not installed here: no peer measured."]
-    out = ROOT / "benchmarks" / "results" / "train.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    if args._one:
+        print(json.dumps(one_variant(json.loads(args._one), args.steps)))
+        return
+    if args._peak:
+        print(json.dumps(peak_gflops(args._peak)))
+        return
+
+    def child(*extra):
+        out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), *extra], cwd=ROOT,
+                             check=True, capture_output=True, text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    names = args.only or (QUICK if args.quick else list(VARIANTS))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        sys.exit(f"error: unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    peaks = {dt: child("--_peak", dt) for dt in ("float32", "bfloat16")}
+    print(f"matmul peak (all cores): float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s",
+          flush=True)
+    rows = []
+    for name in names:
+        t0 = time.perf_counter()
+        r = child("--_one", json.dumps(VARIANTS[name]))
+        rows.append((name, r))
+        print(f"{name:28s} {r['images_per_s']:7.0f} img/s  {EPOCH_IMAGES / r['images_per_s']:6.0f} s/epoch  "
+              f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    base = rows[0][1]["images_per_s"]
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    flags = open("/proc/cpuinfo").read()
+    isa = ", ".join(f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags)
+    lines = [f"## CPU training throughput ({time.strftime('%Y-%m-%d')})", "",
+             f"Command: `python benchmarks/train_speed.py --steps {args.steps}`. Machine: {cpu}, "
+             f"{os.cpu_count()} cores ({isa}). Model `seed` (792,330 params), recipe `fast`, TensorFlow backend; "
+             f"{args.steps} timed steps per variant after a 3-step warm-up, each variant in its own process.",
+             f"Matmul peak measured in the same run (2048x2048, all cores): float32 {peaks['float32']:.0f} GFLOP/s, "
+             f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s. Training FLOPs counted as 3x the 288.3 MFLOP forward pass.", "",
+             "| variant | policy | batch | intra/inter threads | feed | augment | images/s | s per 45k epoch "
+             "| x old default | share of fp32 peak |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in rows:
+        v = VARIANTS[name]
+        ips = r["images_per_s"]
+        threads = f"{v['intra'] or 'auto'}/{v['inter'] or 'auto'}"
+        lines.append(f"| {name} | {v['policy']} | {v['batch']} | {threads} | {v['feed']} | {'yes' if v['augment'] else 'no'} "
+                     f"| {ips:.0f} | {EPOCH_IMAGES / ips:.0f} | {ips / base:.2f} | "
+                     f"{ips * TRAIN_FLOP_PER_IMAGE / 1e9 / peaks['float32']:.0%} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

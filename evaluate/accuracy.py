@@ -5,7 +5,6 @@ import numpy as np
 
 from pipeline.runtimes import check_output
 
-NUM_CLASSES = 10
 
 
 def predict_top1(name, runner, images, batch=64, progress=print):
@@ -32,25 +31,3 @@ def predict_top1(name, runner, images, batch=64, progress=print):
     seconds = time.perf_counter() - started
     return top1, {"batch": batch, "images": n, "seconds": round(seconds, 3),
                   "images_per_s": round(n / seconds, 1)}
-
-
-def confusion(labels, top1):
-    """Rows: true class, columns: predicted class."""
-    m = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-    np.add.at(m, (labels, top1), 1)
-    return m
-
-
-def score(labels, top1, reference_top1=None, reference_accuracy=None):
-    """Accuracy, per-class accuracy, confusion matrix; agreement with and difference from the reference."""
-    labels, top1 = np.asarray(labels), np.asarray(top1)
-    m = confusion(labels, top1)
-    per_class = (np.diag(m) / np.maximum(m.sum(axis=1), 1)).round(4).tolist()
-    out = {"images": int(len(labels)), "correct": int((top1 == labels).sum()),
-           "accuracy": float((top1 == labels).mean()), "per_class_accuracy": per_class,
-           "confusion": m.tolist(), "agreement": None, "diff_pp": None}
-    if reference_top1 is not None:
-        out["agreement"] = float((top1 == np.asarray(reference_top1)).mean())
-    if reference_accuracy is not None:
-        out["diff_pp"] = round((out["accuracy"] - reference_accuracy) * 100, 3)
-    return out

@@ -53,15 +53,21 @@ def markdown(result):
             f"| {_fmt(one.get('p99'), '.2f')} | {_fmt(alls.get('p50'), '.2f')} | {_fmt(load, '.2f')} "
             f"| {_fmt(tp and tp['images_per_s'], '.0f')} ({_fmt(tp and tp['batch'], 'd')}) | {_share(r)} "
             f"| {_fmt(rss, '.0f')} | {status} |")
-    lines += ["", "## Gates", ""]
-    if result["gate_failures"]:
+    ref = result["reference"] or {}
+    lines += ["", "## Gates", "",
+              f"Reference accuracy (the manifest's model card, {ref.get('source', '-')}): "
+              + (f"{ref['accuracy'] * 100:.2f}%." if ref.get("accuracy") is not None else f"none ({ref.get('why')}).")
+              + f" Calibration: {(result.get('calibration') or {}).get('images', '-')} training images "
+              f"({(result.get('calibration') or {}).get('source', '-')}, sha256 "
+              f"{str((result.get('calibration') or {}).get('sha256', '-'))[:12]}...).", ""]
+    if not result["gates_checked"]:
+        lines.append("**No gate was checked (--no-gates).**")
+    elif result["gate_failures"]:
         lines += [f"- {f}" for f in result["gate_failures"]]
     else:
         lines.append(f"All {len(result['gates'])} gates passed.")
-    if result["model_card_accuracy"] is None:
-        lines.append(f"\nModel-card gate skipped: {result['model_card_source']}.")
     lines += ["", "Latency is reported, never gated. p50/p99: batch-1 latency after warm-up; 1T = one thread. "
-              "Accuracy differences and agreement are against the `keras` reference. Share of peak = graph "
+              "Accuracy differences and agreement are against the `keras` artifact. Share of peak = graph "
               "FLOPs / time over the matmul peak at the same thread count; above 100% means the runtime does "
               "fewer arithmetic operations than the graph states (e.g. Winograd convolutions).",
               "", "![accuracy vs latency](accuracy_vs_latency.png)", "",

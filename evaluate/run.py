@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate import accuracy, gates, machine, report
-from pipeline import config as config_mod
+from evaluate import baseline, gates, report
+from pipeline import machine
+from pipeline.scoring import score
+from pipeline import atomic, config as config_mod
 from pipeline import evalset
 from pipeline import manifest as manifest_mod
 from pipeline.errors import PipelineError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _thread_counts(configured):
@@ -66,7 +68,7 @@ def _spawn(job, workdir, tag, timeout_s):
 
 def _row(entry):
     return {"name": entry["name"], "format": entry["format"], "precision": entry["precision"],
-            "path": entry["path"], "bytes": entry["bytes"], "size_mb": round(entry["bytes"] / 1e6, 3),
+            "kind": entry["kind"], "path": entry["path"], "bytes": entry["bytes"], "size_mb": round(entry["bytes"] / 1e6, 3),
             "status": "ok", "error": None}
 
 
@@ -88,11 +90,11 @@ def evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, 
             continue
         job = {"kind": "artifact", "entry": entry, "path": str(path), "threads": threads,
                "images": str(images_npy), "accuracy": scoring, "flops": scoring,
-               "batch": int(ev["throughput_batch"]), "predictions": str(workdir / f"{entry['name']}.npy"),
-               "warmup_runs": int(ev["warmup_runs"]), "latency_runs": int(ev["latency_runs"]) if latency else 0}
+               "batch": ev.throughput_batch, "predictions": str(workdir / f"{entry['name']}.npy"),
+               "warmup_runs": ev.warmup_runs, "latency_runs": ev.latency_runs if latency else 0}
         progress(f"  {entry['name']}: {'scoring + ' if scoring else ''}"
                  f"{'latency ' if latency else ''}at {threads} thread{'s' * (threads > 1)}")
-        result = _spawn(job, workdir, f"{entry['name']}.t{threads}", float(ev.get("worker_timeout_s", 900)))
+        result = _spawn(job, workdir, f"{entry['name']}.t{threads}", ev.worker_timeout_s)
         if "error" in result:
             row.update(status="error", error=result["error"])
             return row, None
@@ -120,28 +122,31 @@ def _add_peak_share(row, flops, peak, thread_counts):
                                                                     "share_of_peak": round(g / peak[t], 4)}
 
 
-def evaluate_all(cfg, manifest_path=None, report_dir=None, limit=None, latency=True, progress=print):
+def evaluate_all(cfg, latency=True, gates_on=True, progress=print):
     """Evaluate every artifact, check the gates, write the report. Returns the report dict.
 
-    report["passed"] is False if any artifact failed or any gate failed.
+    report["passed"] is False if any artifact failed or any gate failed. Everything evaluate needs
+    comes from the manifest and the files it lists (checked against their sha256).
     """
-    ev = cfg["evaluate"]
-    manifest_path = config_mod.project_path(manifest_path or ev["manifest"])
-    report_dir = config_mod.project_path(report_dir or ev["report_dir"])
+    ev = cfg.evaluate
+    manifest_path = config_mod.project_path(ev.manifest)
+    report_dir = config_mod.project_path(ev.report_dir)
     manifest = manifest_mod.read(manifest_path)
     if not manifest["artifacts"]:
         raise PipelineError(f"{manifest_path}: the manifest lists no artifacts")
+    manifest_mod.read_labels(manifest_path, manifest)
+    base_path = config_mod.project_path(ev.baseline) if ev.baseline else None
+    base = baseline.load(base_path) if base_path else None  # before this run overwrites it
     t_start = time.perf_counter()
     timings = {}
 
     t0 = time.perf_counter()
     test = evalset.load_test(cfg)
-    limit = int(ev.get("limit", 0) if limit is None else limit)
-    index = subset_indices(len(test), limit)
+    index = subset_indices(len(test), ev.limit)
     n = len(index)
     images, labels = test.images[index], test.labels[index]
     timings["load_test_s"] = round(time.perf_counter() - t0, 2)
-    thread_counts = _thread_counts(ev["threads"])
+    thread_counts = _thread_counts(ev.threads)
     progress(f"evaluate: {len(manifest['artifacts'])} artifacts from {manifest_path}, {n} test images, "
              f"threads {thread_counts}{'' if latency else ', no latency'}")
 
@@ -158,7 +163,7 @@ def evaluate_all(cfg, manifest_path=None, report_dir=None, limit=None, latency=T
             artifacts): on a shared machine, a busy neighbour (or SMT sibling) only ever lowers it."""
             t0 = time.perf_counter()
             for t in thread_counts:
-                result = _spawn({"kind": "probe", "threads": t, "seconds": float(ev.get("peak_probe_s", 1.0))},
+                result = _spawn({"kind": "probe", "threads": t, "seconds": ev.peak_probe_s},
                                 workdir, f"probe.{when}.t{t}", 120)
                 if result.get("gflops"):
                     peak[str(t)] = max(peak.get(str(t)) or 0, result["gflops"])
@@ -181,11 +186,11 @@ def evaluate_all(cfg, manifest_path=None, report_dir=None, limit=None, latency=T
         probe("after")
 
     reference = top1.get(gates.REFERENCE)
-    ref_score = accuracy.score(labels, reference) if reference is not None else None
+    ref_score = score(labels, reference) if reference is not None else None
     flops = next((r.get("flops_per_image") for r in rows if r.get("flops_per_image")), None)
     for row in rows:
         if row["name"] in top1:
-            row.update(accuracy.score(labels, top1[row["name"]], reference,
+            row.update(score(labels, top1[row["name"]], reference,
                                       ref_score["accuracy"] if ref_score else None))
             one = row["latency_by_threads"].get("1", {}).get("batch1_ms")
             row["latency_ms"] = {k: one[k] for k in ("p50", "p90", "p99")} if one else None
@@ -194,24 +199,30 @@ def evaluate_all(cfg, manifest_path=None, report_dir=None, limit=None, latency=T
                      + (f", diff {row['diff_pp']:+.2f} pp, agreement {row['agreement']:.4f}"
                         if row["agreement"] is not None else ""))
 
-    card, card_source = gates.model_card_accuracy(cfg, manifest, manifest_path)
-    if card is None:
-        progress(f"note: model-card gate skipped: {card_source}")
-    gate_results = gates.check(rows, cfg["gates"], card, full_test_set=(n == len(test)), note=progress)
-    failed = gates.failures(gate_results)
+    reference = manifest["reference"]
+    gate_results, diff_md = [], None
+    if gates_on:
+        gate_results = gates.check(rows, cfg.gates, reference, n, full_test_set=(n == len(test)))
+    result_classes = manifest["classes"]
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
 
     result = {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "manifest": str(manifest_path), "source_checkpoint": manifest.get("source_checkpoint"),
-        "test_images": n, "full_test_set": n == len(test), "threads": thread_counts,
+        "manifest": str(ev.manifest), "source_checkpoint": manifest["source_checkpoint"],
+        "classes": result_classes, "test_images": n, "full_test_set": n == len(test), "threads": thread_counts,
         "latency_measured": latency, "machine": machine.describe(),
-        "flops_per_image": flops, "peak_gflops": peak,
-        "model_card_accuracy": card, "model_card_source": card_source,
-        "artifacts": rows, "gates": gate_results, "gate_failures": failed,
-        "passed": not failed, "timings": timings,
+        "flops_per_image": flops, "peak_gflops": peak, "reference": reference,
+        "calibration": manifest.get("calibration"), "gates_checked": gates_on,
+        "artifacts": rows, "timings": timings,
     }
+    if base is not None:
+        base_gates, diff_md = baseline.compare(result, base, ev.baseline, cfg.gates.max_regression_pp)
+        gate_results += base_gates
+    failed = gates.failures(gate_results)
+    result.update(gates=gate_results, gate_failures=failed, passed=not failed)
+    if diff_md is not None:
+        atomic.write_text(report_dir / "diff.md", diff_md)
     report.write(result, report_dir, cfg)
     progress(f"wrote {report_dir}/evaluation.json, evaluation.md and charts in {timings['total_s']:.0f} s")
     return result

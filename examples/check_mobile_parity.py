@@ -82,7 +82,7 @@ def main(argv=None):
     parser.add_argument("--min-agreement", type=float, default=1.0)
     parser.add_argument("--out", default=None, help="also write the result as JSON here")
     args = parser.parse_args(argv)
-    manifest_path = Path(args.manifest) if args.manifest else config.project_path(config.load()["evaluate"]["manifest"])
+    manifest_path = Path(args.manifest) if args.manifest else config.project_path(config.load().evaluate.manifest)
     result = check(manifest_path, args.bundle, args.limit, args.threads)
     print(f"{result['images']} test images: top-1 agreement {result['agreement']:.2%} "
           f"({len(result['disagreements'])} differ); accuracy evaluator {result['evaluator_accuracy']:.2%}, "

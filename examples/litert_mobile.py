@@ -116,6 +116,18 @@ class MobileClassifier:
         return out
 
 
+def open_bundle(bundle_dir, model):
+    """The app, or one error line naming what is wrong with the bundle."""
+    try:
+        return MobileClassifier(bundle_dir, model)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {bundle_dir}: not a mobile bundle ({exc.filename} is missing); "
+                         "build one with `python -m export.mobile`")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"error: {bundle_dir}: unusable mobile bundle ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("inputs", nargs="+", help="PNG/JPEG files or folders")
@@ -123,19 +135,24 @@ def main(argv=None):
     parser.add_argument("--model", default="int8", choices=("int8", "fp16"))
     parser.add_argument("--top-k", type=int, default=3)
     args = parser.parse_args(argv)
-    app = MobileClassifier(args.bundle, args.model)
-    failed = 0
+    if args.top_k < 1:
+        raise SystemExit(f"error: --top-k {args.top_k}: must be at least 1")
+    app = open_bundle(args.bundle, args.model)
+    failed = seen = 0
     for p in map(Path, args.inputs):
         files = sorted(f for f in p.rglob("*") if f.suffix.lower() in EXTENSIONS) if p.is_dir() else [p]
         for f in files:
+            seen += 1
             try:
                 top = app.classify_file(f, args.top_k)
             except Exception as exc:  # one bad file must not stop the others
-                print(f"error: {f}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                print(f"error: {f}: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
                 failed += 1
                 continue
             ranked = ", ".join(f"{label} {prob:.1%}" for label, prob in top)
             print(f"{f}: {top[0][0]} ({top[0][1]:.1%})  [{ranked}]")
+    if not seen:
+        raise SystemExit(f"error: no PNG or JPEG files in {', '.join(args.inputs)}")
     return 1 if failed else 0
 
 

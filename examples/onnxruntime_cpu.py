@@ -80,19 +80,114 @@ def predict(session, images, batch_size=64):
     return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
 
 
+class Refused(Exception):
+    """Bad input: printed as one `error:` line, exit status 1."""
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _inside(folder, rel, what):
+    """A file the manifest names: relative, inside the manifest's folder (links included)."""
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise Refused(f"{what}: path {rel!r} leaves the manifest's folder")
+    path = folder / rel
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise Refused(f"{what}: {rel} links outside the manifest's folder")
+    return path
+
+
 def from_manifest(manifest_path, artifact):
-    """(model path, labels path) of an artifact in the export manifest, its sha256 checked."""
+    """(model path, labels path) of an artifact in the export manifest, both sha256-checked."""
     manifest_path = Path(manifest_path)
-    entries = {e["name"]: e for e in json.loads(manifest_path.read_text())["artifacts"]}
+    try:
+        data = json.loads(manifest_path.read_text())
+        entries = {e["name"]: e for e in data["artifacts"]}
+        labels = data["labels"]
+        labels_rel, labels_sha = labels["path"], labels["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Refused(f"{manifest_path}: not a readable export manifest ({type(exc).__name__}: {exc})") from None
     if artifact not in entries:
-        sys.exit(f"error: unknown artifact {artifact!r}; the manifest has: {', '.join(entries)}")
+        raise Refused(f"{manifest_path}: unknown artifact {artifact!r}; the manifest has: {', '.join(entries)}")
     entry = entries[artifact]
-    if entry["format"] != "onnx":
-        sys.exit(f"error: {artifact} is a {entry['format']} artifact, not onnx")
-    model = manifest_path.parent / entry["path"]
-    if hashlib.sha256(model.read_bytes()).hexdigest() != entry["sha256"]:
-        sys.exit(f"error: {model}: sha256 does not match the manifest")
-    return model, manifest_path.parent / entry.get("labels", "labels.txt")
+    if entry.get("format") != "onnx":
+        raise Refused(f"{manifest_path}: {artifact} is a {entry.get('format')} artifact, not onnx")
+    for what, rel, sha in ((artifact, entry.get("path"), entry.get("sha256")), ("labels", labels_rel, labels_sha)):
+        path = _inside(manifest_path.parent, rel, f"{manifest_path}: {what}")
+        if not path.is_file():
+            raise Refused(f"{path}: missing (named by {manifest_path})")
+        if _sha256(path) != sha:
+            raise Refused(f"{path}: sha256 does not match the manifest")
+    return manifest_path.parent / entry["path"], manifest_path.parent / labels_rel
+
+
+def read_labels(path):
+    try:
+        labels = [s.strip() for s in Path(path).read_text().splitlines() if s.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Refused(f"{path}: cannot read labels ({exc})") from None
+    if not labels:
+        raise Refused(f"{path}: no labels")
+    return labels
+
+
+def make_checked_session(model, threads, inter_op_threads, n_labels):
+    if not Path(model).is_file():
+        raise Refused(f"{model}: no such model file")
+    try:
+        session = make_session(model, threads, inter_op_threads)
+    except Exception as exc:  # onnxruntime raises its own types for bad files
+        raise Refused(f"{model}: onnxruntime cannot load it ({' '.join(str(exc).split())[:200]})") from None
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    if list(inp.shape[1:]) != [SIZE, SIZE, 3] or inp.type != "tensor(float)":
+        raise Refused(f"{model}: input {inp.type} {inp.shape}, expected float [batch, {SIZE}, {SIZE}, 3]")
+    if out.shape[-1] != n_labels:
+        raise Refused(f"{model}: {out.shape[-1]} outputs but {n_labels} labels")
+    return session
+
+
+def run(args, parser):
+    if args.manifest:
+        model, labels_path = from_manifest(args.manifest, args.artifact)
+    elif args.model:
+        model = Path(args.model)
+        labels_path = Path(args.labels) if args.labels else model.parent / "labels.txt"
+    else:
+        parser.error("give --model or --manifest")
+    for name in ("threads", "inter_op_threads", "batch_size", "top_k"):
+        if getattr(args, name) < (0 if "threads" in name else 1):
+            raise Refused(f"--{name.replace('_', '-')} {getattr(args, name)}: out of range")
+    labels = read_labels(labels_path)
+    session = make_checked_session(model, args.threads, args.inter_op_threads, len(labels))
+
+    results, arrays, where = [], [], []  # results in input order; where[i] = result index of arrays[i]
+    for path in expand(args.inputs):
+        results.append({"file": str(path)})
+        try:
+            arrays.append(load_image(path))
+            where.append(len(results) - 1)
+        except Exception as exc:  # one bad file must not stop the others
+            results[-1]["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            print(f"error: {path}: {results[-1]['error']}", file=sys.stderr)
+    if not results:
+        raise Refused(f"no PNG or JPEG files in {', '.join(args.inputs)}")
+    probs = predict(session, np.stack(arrays) if arrays else np.zeros((0, SIZE, SIZE, 3), np.uint8),
+                    args.batch_size)
+    for i, p in zip(where, probs):
+        order = np.argsort(-p, kind="stable")[:args.top_k]
+        top = [{"label": labels[j], "probability": round(float(p[j]), 6)} for j in order]
+        results[i].update(label=top[0]["label"], probability=top[0]["probability"], top_k=top)
+        if not args.json:
+            ranked = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in top)
+            print(f"{results[i]['file']}: {top[0]['label']} ({top[0]['probability']:.1%})  [{ranked}]")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if len(arrays) < len(results) else 0
 
 
 def main(argv=None):
@@ -108,37 +203,11 @@ def main(argv=None):
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.manifest:
-        model, labels_path = from_manifest(args.manifest, args.artifact)
-    elif args.model:
-        model = Path(args.model)
-        labels_path = Path(args.labels) if args.labels else model.parent / "labels.txt"
-    else:
-        parser.error("give --model or --manifest")
-    labels = [s.strip() for s in Path(labels_path).read_text().splitlines() if s.strip()]
-    session = make_session(model, args.threads, args.inter_op_threads)
-
-    results, arrays, where = [], [], []  # results in input order; where[i] = result index of arrays[i]
-    for path in expand(args.inputs):
-        results.append({"file": str(path)})
-        try:
-            arrays.append(load_image(path))
-            where.append(len(results) - 1)
-        except Exception as exc:  # one bad file must not stop the others
-            results[-1]["error"] = f"{type(exc).__name__}: {exc}"
-            print(f"error: {path}: {results[-1]['error']}", file=sys.stderr)
-    probs = predict(session, np.stack(arrays) if arrays else np.zeros((0, SIZE, SIZE, 3), np.uint8),
-                    args.batch_size)
-    for i, p in zip(where, probs):
-        order = np.argsort(-p, kind="stable")[:args.top_k]
-        top = [{"label": labels[j], "probability": round(float(p[j]), 6)} for j in order]
-        results[i].update(label=top[0]["label"], probability=top[0]["probability"], top_k=top)
-        if not args.json:
-            ranked = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in top)
-            print(f"{results[i]['file']}: {top[0]['label']} ({top[0]['probability']:.1%})  [{ranked}]")
-    if args.json:
-        print(json.dumps(results, indent=2))
-    return 1 if not arrays or len(arrays) < len(results) else 0
+    try:
+        return run(args, parser)
+    except Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import atomic, config, manifest
+from pipeline.artifacts import ARTIFACTS
+from pipeline.runtimes import TFLiteRunner
 from pipeline.errors import PipelineError, fail_cleanly
 
 PREPROCESSING = "raw RGB 0..255, NHWC, no other preprocessing"
 RESIZE = ("the whole image resized to 32x32 (no crop, aspect ratio not kept), area averaging; "
           "alpha composited over white; grayscale and palette expanded to RGB")
-MODELS = {"int8": ("tflite_int8", "model_int8.tflite"), "fp16": ("tflite_fp16", "model_fp16.tflite")}
+MODELS = [row for row in ARTIFACTS.values() if row.mobile]  # the bundle's models, from the artifact table
 
 
 def _tensor(detail):
@@ -38,34 +40,24 @@ def _tensor(detail):
 
 def tensor_spec(model_path):
     """{"input", "output"} facts of a .tflite file as the LiteRT interpreter reports them."""
-    from ai_edge_litert.interpreter import Interpreter
-    try:
-        interpreter = Interpreter(model_path=str(model_path))
-        interpreter.allocate_tensors()
-    except Exception as exc:
-        raise PipelineError(f"{model_path}: LiteRT cannot load it ({str(exc).strip()[:200]})") from None
-    (inp,), out = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(out) != 1:
-        raise PipelineError(f"{model_path}: {len(out)} outputs, expected 1")
-    return {"input": _tensor(inp), "output": _tensor(out[0])}
+    runner = TFLiteRunner(Path(model_path).name, model_path, 1)
+    return {"input": _tensor(runner.input_detail), "output": _tensor(runner.output_detail)}
 
 
 def build(manifest_path, out_dir):
     """Write the bundle to `out_dir` atomically; return the model_spec dict."""
     manifest_path = Path(manifest_path)
     data = manifest.read(manifest_path)
-    entries = {key: manifest.find(data, name) for key, (name, _) in MODELS.items()}
-    labels_file = manifest_path.parent / entries["int8"].get("labels", "labels.txt")
-    if not labels_file.is_file():
-        raise PipelineError(f"{labels_file}: labels file is missing")
-    labels = [s.strip() for s in labels_file.read_text().splitlines() if s.strip()]
+    entries = {row.mobile: manifest.find(data, row.name) for row in MODELS}
+    labels = manifest.read_labels(manifest_path, data)
     spec = {"preprocessing": PREPROCESSING, "resize": RESIZE, "labels": "labels.txt", "num_classes": len(labels),
             "default_model": "int8", "models": {},
             "source": {"manifest_sha256": atomic.sha256_file(manifest_path),
                        "checkpoint": data.get("source_checkpoint")}}
     with atomic.atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for key, (name, filename) in MODELS.items():
+        for row in MODELS:
+            key, name, filename = row.mobile, row.name, row.file
             src = manifest.verify(manifest_path, entries[key])
             shutil.copyfile(src, tmp / filename)
             tensors = tensor_spec(tmp / filename)
@@ -90,7 +82,7 @@ def main(argv=None):
     config.add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config.from_args(args)
-    manifest_path = Path(args.manifest) if args.manifest else config.project_path(cfg["evaluate"]["manifest"])
+    manifest_path = Path(args.manifest) if args.manifest else config.project_path(cfg.evaluate.manifest)
     out_dir = Path(args.out) if args.out else manifest_path.parent / "mobile"
     t0 = time.time()
     print(f"mobile bundle from {manifest_path}")

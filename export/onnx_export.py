@@ -109,16 +109,14 @@ def write_int8(fp32_path, path, calibration_images):
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=softmax)
     prepared.unlink()
     check_single_io(onnx.load(str(path)), path)
+    return {"quant_format": "QDQ", "activations": "int8", "weights": "int8", "per_channel": True,
+            "calibration": "MinMax", "float_nodes": softmax}
 
 
-def specs(path):
-    """(input, output) specs of an ONNX file for the manifest (None for the dynamic batch dim)."""
-    import onnx
-    proto = onnx.load(str(path), load_external_data=False)
+def build_fp32(exporter, row, path):
+    write_fp32(exporter.model, path, exporter.cfg.export.onnx_opset)
+    return {"opset": exporter.cfg.export.onnx_opset}
 
-    def spec(v):
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
-        return {"name": v.name, "dtype": dtype, "shape": dims, "quantization": None}
 
-    return spec(proto.graph.input[0]), spec(proto.graph.output[0])
+def build_int8(exporter, row, path):
+    return write_int8(exporter.path_of(row.needs), path, exporter.calibration.images)

@@ -140,3 +140,27 @@ def train_qat(model, preset, images, labels, calibration_images, minutes, lr=1e-
     if progress:
         print(f"  qat: {steps} steps of {batch_size} in the {minutes:g}-minute budget", flush=True)
     return convert(qat_model, calibration_images)
+
+
+def training_images(cfg, calibration):
+    """Fine-tune images: the training split of data.source, or the calibration subset."""
+    n = cfg.export.qat_images
+    if cfg.export.qat_data == "calibration":
+        images, labels = calibration.images, calibration.labels
+    else:
+        from pipeline.data import load_cifar10, resolve_source
+        train = load_cifar10(resolve_source(cfg.data.source), splits=("train",))["train"]
+        images, labels = train.images, train.labels
+    idx = np.random.default_rng(0).permutation(len(images))[:n or None]
+    return images[idx], labels[idx]
+
+
+def build(exporter, row, path):
+    from export.run import labels_text
+    from export.tflite_export import write
+    cfg = exporter.cfg.export
+    images, labels = training_images(exporter.cfg, exporter.calibration)
+    flat = train_qat(exporter.model, exporter.preset, images, labels, exporter.calibration.images,
+                     cfg.qat_minutes, lr=cfg.qat_lr, batch_size=cfg.qat_batch_size, progress=exporter.progress)
+    write(path, flat, labels_text())
+    return {"minutes": cfg.qat_minutes, "lr": cfg.qat_lr, "batch_size": cfg.qat_batch_size, "data": cfg.qat_data}

@@ -47,3 +47,11 @@ def write_saved_model(model, path):
         fp.uuid = str(int(hashlib.sha256(f"{fp.saved_model_checksum}/{fp.checkpoint_hash}".encode())
                           .hexdigest()[:30], 16))
         fp_path.write_bytes(fp.SerializeToString(deterministic=True))
+
+
+def build_keras(exporter, row, path):
+    write_keras(exporter.model, path)
+
+
+def build_saved_model(exporter, row, path):
+    write_saved_model(exporter.model, path)

@@ -12,8 +12,6 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 
-PRECISIONS = {"tflite_fp32": "fp32", "tflite_fp16": "fp16",
-              "tflite_dynamic_int8": "dynamic_int8", "tflite_int8": "int8"}
 LABELS_NAME = "labels.txt"
 
 
@@ -70,15 +68,8 @@ def write(path, flatbuffer: bytes, labels_text: str):
     path.write_bytes(with_labels(flatbuffer, labels_text))
 
 
-def specs(path):
-    """(input, output) specs from the interpreter: names, dtypes, dynamic batch, quantization."""
-    from export.parity import _quant, tflite_interpreter
-    interp = tflite_interpreter(path)
-
-    def spec(d):
-        shape = [None if s < 0 else int(s) for s in d["shape_signature"]]
-        return {"name": d["name"], "dtype": np.dtype(d["dtype"]).name, "shape": shape,
-                "quantization": _quant(d)}
-
-    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
-    return spec(inp), spec(out)
+def build(exporter, row, path):
+    """A post-training TFLite kind, converted from the staged SavedModel."""
+    from export.run import labels_text
+    flat = convert_saved_model(exporter.path_of(row.needs), row.precision, exporter.calibration.images)
+    write(path, flat, labels_text())

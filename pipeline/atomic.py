@@ -59,3 +59,79 @@ def sha256_tree(path) -> str:
         h.update(str(f.relative_to(path)).encode() + b"\0")
         h.update(sha256_file(f).encode())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------- a whole folder at once
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a, b):
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where not supported."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    ok = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
+    return ok
+
+
+def staging_dir(final, kind="staging"):
+    """A new hidden folder beside `final` to build the next version of it in."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.{kind}-{os.getpid()}-", dir=final.parent))
+
+
+def publish_dir(staging, final):
+    """Make `staging` the folder `final` in one step, so a reader (or a kill -9) sees either the old
+    folder whole or the new one whole. The old one is removed afterwards. Where the kernel cannot
+    swap two folders, the old one is renamed aside first, and `recover_dir` puts it back if the
+    process dies between the two renames."""
+    staging, final = Path(staging), Path(final)
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    if _exchange(staging, final):
+        shutil.rmtree(staging, ignore_errors=True)  # staging now holds the old version
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-{os.getpid()}-", dir=final.parent))
+    os.replace(final, aside / "old")
+    os.replace(staging, final)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dir(final):
+    """Clean what a killed publish left beside `final`: staging folders of dead processes are removed,
+    and an old version set aside (fallback path) is put back if `final` itself is missing."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    removed = []
+    for kind in ("old", "staging"):
+        for p in sorted(final.parent.glob(f".{final.name}.{kind}-*")):
+            try:
+                pid = int(p.name.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if pid != os.getpid() and _pid_alive(pid):
+                continue  # another export is still working there
+            if kind == "old" and not final.exists() and (p / "old").is_dir():
+                os.replace(p / "old", final)
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed

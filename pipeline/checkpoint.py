@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.model import INPUT_SHAPE, PRESETS, build_preset
 
 
@@ -56,8 +56,7 @@ def load(path):
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many kinds for bad files; the first line says why
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"{path}: cannot load as a Keras model ({reason[:300]})") from None
+        raise PipelineError(f"{path}: cannot load as a Keras model ({first_line(exc)})") from None
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
         raise PipelineError(f"{path}: expected a model with one input and one output")
     in_shape = tuple(model.inputs[0].shape[1:])

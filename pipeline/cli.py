@@ -19,13 +19,34 @@ def _cmd_data(args):
     import numpy as np
     cfg = config.load(args.config)
     # Flag, then CIFAR10_DATA, then the config file.
-    source = args.source or resolve_source(str(config.project_path(cfg["data"]["source"])))
+    source = args.source or resolve_source(cfg.data.source)
     t0 = time.time()
     splits = load_cifar10(source)
     for name, split in splits.items():
         print(f"{name}: images {split.images.shape} {split.images.dtype}, "
               f"per class {np.bincount(split.labels, minlength=10).tolist()}")
     print(f"loaded in {time.time() - t0:.2f}s")
+
+
+def _cmd_config(args):
+    import json
+    from pipeline import config
+    if args.table:
+        print("| key | default | meaning |\n| --- | --- | --- |")
+        for dotted, default, meaning in config.describe():
+            shown = json.dumps(default) if not isinstance(default, dict) else "{...}"
+            print(f"| `{dotted}` | `{shown}` | {meaning} |")
+        return
+    print(json.dumps(config.from_args(args).to_dict(), indent=2))
+
+
+def _cmd_artifacts(args):
+    from pipeline.artifacts import ARTIFACTS
+    print("| kind | format | precision | gates | file | converted from | parity gate | same bytes on re-export "
+          "| mobile bundle |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in ARTIFACTS.values():
+        print(f"| `{r.name}` | {r.format} | {r.precision} | {r.kind} | `{r.file}` | {r.needs or 'checkpoint'} "
+              f"| `gates.{r.parity}` | {'yes' if r.deterministic else 'no'} | {r.mobile or '-'} |")
 
 
 COMMANDS = {}  # name -> (help, add_arguments(parser), run(args)); stages register here
@@ -44,6 +65,13 @@ def _builtin_commands():
         p.add_argument("--source", default=None, help="image-folder source (default: CIFAR10_DATA)")
         p.add_argument("--out", default="data")
 
+    def config_args(p):
+        from pipeline import config
+        config.add_config_args(p)
+        p.add_argument("--table", action="store_true", help="every key, its default and meaning (Markdown)")
+
+    register("config", "print the resolved config (checked), or the table of every key", config_args, _cmd_config)
+    register("artifacts", "print the table of artifact kinds (Markdown)", lambda p: None, _cmd_artifacts)
     register("data", "load (and cache) the data set and print its shape", data_args, _cmd_data)
     register("make-eval-data", "write the versioned test split and calibration subset", eval_data_args,
              _cmd_eval_data)

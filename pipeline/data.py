@@ -20,11 +20,16 @@ import numpy as np
 from PIL import Image
 
 from pipeline import atomic
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.model import CLASSES
 from pipeline.safe_pickle import safe_loads
 
 SPLITS = ("train", "test")
+# Caps far above real data (an official batch file is 31 MB, a CIFAR JPEG 1-2 KB), so a small
+# crafted archive cannot expand into gigabytes of memory.
+MAX_MEMBER_BYTES = 256 << 20
+MAX_SOURCE_BYTES = 2 << 30
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_VERSION = "1"  # bump when decoding changes, so old caches are not reused
 
 
@@ -39,17 +44,17 @@ class Split:
 
 
 def resolve_source(configured=None):
-    """The data source: env CIFAR10_DATA wins over the config value."""
+    """The data source: env CIFAR10_DATA wins over the config value; `download` stays a word,
+    a relative path is relative to the project root."""
     source = os.environ.get("CIFAR10_DATA") or configured
     if not source:
         raise PipelineError("no data source: set data.source in the config or CIFAR10_DATA")
-    return source
+    if source == "download":
+        return source
+    path = Path(source).expanduser()
+    return str(path if path.is_absolute() or os.environ.get("CIFAR10_DATA") else PROJECT_ROOT / path)
 
 
-def _reason(exc):
-    """An exception as one short line (some, like tarfile's, span several lines)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # ---------------------------------------------------------------- members of a source
@@ -63,12 +68,30 @@ def _safe_member(name, source):
     return p
 
 
+class _Budget:
+    """Refuses a member over MAX_MEMBER_BYTES, or a source expanding past MAX_SOURCE_BYTES, before reading it."""
+
+    def __init__(self, source):
+        self.source, self.total = source, 0
+
+    def take(self, name, size):
+        if size > MAX_MEMBER_BYTES:
+            raise PipelineError(f"{self.source}: member {name} is {size:,} bytes, over the "
+                                f"{MAX_MEMBER_BYTES:,}-byte cap per file; refused")
+        self.total += size
+        if self.total > MAX_SOURCE_BYTES:
+            raise PipelineError(f"{self.source}: expands past {MAX_SOURCE_BYTES:,} bytes; refused")
+
+
 def iter_members(source: Path):
     """Yield (PurePosixPath, bytes) for every regular file in the source, in one sequential pass."""
+    budget = _Budget(source)
     if source.is_dir():
         for f in sorted(source.rglob("*")):
             if f.is_file():
-                yield PurePosixPath(f.relative_to(source).as_posix()), f.read_bytes()
+                rel = f.relative_to(source).as_posix()
+                budget.take(rel, f.stat().st_size)
+                yield PurePosixPath(rel), f.read_bytes()
         return
     name = source.name.lower()
     if name.endswith(".zip"):
@@ -80,10 +103,12 @@ def iter_members(source: Path):
                     if stat.S_ISLNK(info.external_attr >> 16):
                         raise PipelineError(f"{source}: archive member {info.filename!r} is a link; refused")
                     if not info.is_dir():
-                        yield _safe_member(info.filename, source), zf.read(info)
+                        member = _safe_member(info.filename, source)
+                        budget.take(info.filename, info.file_size)  # zipfile reads no more than this
+                        yield member, zf.read(info)
         # bad CRC / truncated data, encrypted or unsupported compression
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
-            raise PipelineError(f"{source}: corrupt zip archive ({_reason(exc)})") from None
+            raise PipelineError(f"{source}: corrupt zip archive ({first_line(exc)})") from None
         return
     if name.endswith((".tar", ".tar.gz", ".tgz")):
         try:
@@ -91,16 +116,18 @@ def iter_members(source: Path):
         except tarfile.ReadError:
             raise PipelineError(f"{source}: not a readable tar archive (not a plain, gzip, bz2 or xz tar)") from None
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise PipelineError(f"{source}: not a readable tar archive ({_reason(exc)})") from None
+            raise PipelineError(f"{source}: not a readable tar archive ({first_line(exc)})") from None
         with tf:
             try:
                 for m in tf:
                     if m.issym() or m.islnk():
                         raise PipelineError(f"{source}: archive member {m.name!r} is a link; refused")
                     if m.isfile():
-                        yield _safe_member(m.name, source), tf.extractfile(m).read()
+                        member = _safe_member(m.name, source)
+                        budget.take(m.name, m.size)
+                        yield member, tf.extractfile(m).read()
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-                raise PipelineError(f"{source}: corrupt tar archive ({_reason(exc)})") from None
+                raise PipelineError(f"{source}: corrupt tar archive ({first_line(exc)})") from None
         return
     raise PipelineError(f"{source}: not a directory or a .tar, .tar.gz, .tgz or .zip archive")
 
@@ -110,11 +137,13 @@ def iter_members(source: Path):
 def _decode_image(data: bytes, where: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.size != (32, 32):  # known from the header: nothing larger is ever decoded
+                raise PipelineError(f"{where}: image is {im.size[0]}x{im.size[1]}, expected 32x32")
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except PipelineError:
+        raise
     except Exception as exc:  # Pillow raises many types for bad files
-        raise PipelineError(f"{where}: not a readable image ({type(exc).__name__}: {_reason(exc)})") from None
-    if arr.shape != (32, 32, 3):
-        raise PipelineError(f"{where}: image is {arr.shape[1]}x{arr.shape[0]}, expected 32x32")
+        raise PipelineError(f"{where}: not a readable image ({type(exc).__name__}: {first_line(exc)})") from None
     return arr
 
 
@@ -165,6 +194,24 @@ def _is_official(source: Path):
     return source.name.lower().startswith("cifar-10-python") or source.name.lower().startswith("cifar-10-batches-py")
 
 
+def _check_batch(where, pixels, labels):
+    """The batch's uint8 pixels, or a PipelineError with the real reason (never a silent wrap to uint8)."""
+    if pixels.dtype != np.uint8:
+        if pixels.size and np.issubdtype(pixels.dtype, np.number):
+            raise PipelineError(f"{where}: pixels are {pixels.dtype} with values {pixels.min():g}..{pixels.max():g}, "
+                                "expected uint8 0..255")
+        raise PipelineError(f"{where}: pixels are {pixels.dtype}, expected uint8 0..255")
+    if pixels.ndim != 2 or pixels.shape[1] != 3072:
+        raise PipelineError(f"{where}: batch has shape {pixels.shape}, expected (N, 3072)")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise PipelineError(f"{where}: labels are {labels.dtype} of shape {labels.shape}, expected N whole numbers")
+    if len(labels) != len(pixels):
+        raise PipelineError(f"{where}: {len(labels)} labels for {len(pixels)} images")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise PipelineError(f"{where}: labels outside 0..9")
+    return pixels
+
+
 def _load_official(source: Path, splits):
     wanted = {name for s in splits for name in _OFFICIAL_FILES[s]}
     found = {}
@@ -172,17 +219,14 @@ def _load_official(source: Path, splits):
         if p.name in wanted:
             try:
                 batch = safe_loads(data)
-                data = np.asarray(batch[b"data"], dtype=np.uint8)
-                labels = np.asarray(batch[b"labels"], dtype=np.int64)
+                pixels, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
             except PipelineError:
                 raise
             except Exception as exc:
                 raise PipelineError(f"{source}:{p}: not a valid CIFAR-10 batch "
-                                    f"({type(exc).__name__}: {_reason(exc)})") from None
-            if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-                raise PipelineError(f"{source}:{p}: batch has shape {data.shape}, expected (N, 3072)")
-            if labels.size and (labels.min() < 0 or labels.max() > 9):
-                raise PipelineError(f"{source}:{p}: labels outside 0..9")
+                                    f"({type(exc).__name__}: {first_line(exc)})") from None
+            data = _check_batch(f"{source}:{p}", pixels, labels)
+            labels = labels.astype(np.int64)
             found[p.name] = (data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
     out = {}
     for split in splits:
@@ -200,7 +244,7 @@ def _load_download(splits):
     try:
         (xtr, ytr), (xte, yte) = keras.datasets.cifar10.load_data()
     except Exception as exc:
-        raise PipelineError(f"download of CIFAR-10 failed ({type(exc).__name__}: {_reason(exc)}); "
+        raise PipelineError(f"download of CIFAR-10 failed ({type(exc).__name__}: {first_line(exc)}); "
                             "set CIFAR10_DATA to a local copy") from None
     arrays = {"train": (xtr, ytr), "test": (xte, yte)}
     return {s: Split(arrays[s][0], arrays[s][1].reshape(-1).astype(np.int64)) for s in splits}
@@ -212,6 +256,30 @@ def default_cache_dir():
     return Path(os.environ.get("CIFAR_EDGE_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "data"))
 
 
+def source_sha256(source):
+    """Content hash of a data source (file or folder tree); None for `download` or a missing path."""
+    if source == "download":
+        return None
+    path = Path(source).expanduser()
+    return atomic.sha256_tree(path) if path.exists() else None
+
+
+def _cache_path(sha, splits, cache_dir=None):
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    return cache_dir / f"cifar10-{sha[:16]}-{'-'.join(splits)}-v{CACHE_VERSION}.npz"
+
+
+def _read_cache(cache, splits):
+    with np.load(cache) as z:
+        return {s: Split(z[f"{s}_images"], z[f"{s}_labels"]) for s in splits}
+
+
+def cached_by_hash(sha, splits=SPLITS, cache_dir=None):
+    """The decoded arrays of the source whose content hash is `sha`, if a cache of them exists."""
+    cache = _cache_path(sha, tuple(splits), cache_dir)
+    return _read_cache(cache, tuple(splits)) if cache.exists() else None
+
+
 def load_cifar10(source, splits=SPLITS, cache_dir=None, progress=True):
     """{split: Split} for the requested splits of `source` (see module doc)."""
     splits = tuple(splits)
@@ -220,14 +288,11 @@ def load_cifar10(source, splits=SPLITS, cache_dir=None, progress=True):
     path = Path(source).expanduser()
     if not path.exists():
         raise PipelineError(f"{path}: data source does not exist")
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = atomic.sha256_tree(path)[:16]
-    cache = cache_dir / f"cifar10-{key}-{'-'.join(splits)}-v{CACHE_VERSION}.npz"
+    cache = _cache_path(atomic.sha256_tree(path), splits, cache_dir)
     if cache.exists():
-        with np.load(cache) as z:
-            return {s: Split(z[f"{s}_images"], z[f"{s}_labels"]) for s in splits}
+        return _read_cache(cache, splits)
     if progress:
-        print(f"decoding {path} (first load; cached afterwards in {cache_dir})", flush=True)
+        print(f"decoding {path} (first load; cached afterwards in {cache.parent})", flush=True)
     out = _load_official(path, splits) if _is_official(path) else _load_image_folder(path, splits, progress)
     arrays = {}
     for s, sp in out.items():

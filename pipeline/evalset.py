@@ -60,9 +60,9 @@ def build(source, out_dir):
 
 def load_test(cfg):
     """The committed 10,000-image test split as a data.Split."""
-    return load_cifar10(config_mod.project_path(cfg["data"]["test"]), splits=("test",), progress=False)["test"]
+    return load_cifar10(config_mod.project_path(cfg.data.test), splits=("test",), progress=False)["test"]
 
 
 def load_calibration(cfg):
     """The committed 1,000-image calibration subset of the training split."""
-    return load_cifar10(config_mod.project_path(cfg["data"]["calibration"]), splits=("train",), progress=False)["train"]
+    return load_cifar10(config_mod.project_path(cfg.data.calibration), splits=("train",), progress=False)["train"]

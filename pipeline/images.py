@@ -26,6 +26,7 @@ SIZE = 32
 FORMATS = ("PNG", "JPEG")
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
+MAX_PIXELS = 50_000_000  # a 50-megapixel photo; a crafted PNG can claim billions from a few hundred KB
 
 
 class ImageError(ValueError):
@@ -59,6 +60,8 @@ def load(path) -> np.ndarray:
     """(32, 32, 3) uint8 from a PNG or JPEG file; raises ImageError (message without the path)."""
     try:
         with Image.open(path, formats=FORMATS) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:  # known from the header, before any decoding
+                raise ImageError(f"{im.size[0]}x{im.size[1]} pixels, over the {MAX_PIXELS:,}-pixel cap")
             im.load()  # decode now, so a truncated file fails here
             return to_model_input(im)
     except FileNotFoundError:

@@ -1,28 +1,30 @@
-"""The artifact manifest: what export wrote, and everything evaluate needs to trust and run it.
+"""The artifact manifest: what export wrote, and everything evaluate needs, in one self-contained file.
 
-`artifacts/manifest.json` = {"schema_version": 1, "created": ..., "source_checkpoint": {...},
-"tool_versions": {...}, "artifacts": [entry, ...]}. Each entry:
+`manifest.json` (schema 2) holds, besides the artifacts:
+  source_checkpoint  {file, sha256, preset, params}: what was exported (the file name only)
+  reference          {accuracy, test_images, source, source_sha256}: the model card's test accuracy,
+                     copied from the checkpoint's metrics.json, so the reference gate needs nothing else
+  calibration        {source, sha256, images}: the int8 calibration set
+  labels             {path, sha256}: labels.txt, in output order
+  classes, tool_versions, created
+Each artifact entry: name, format, precision, kind (float | int8), path, bytes, sha256, input/output
+specs, parity, deterministic, export_seconds, plus settings its builder records.
 
-  name        unique id, e.g. "tflite_int8"          format     keras | saved_model | onnx | tflite
-  precision   fp32 | fp16 | dynamic_int8 | int8 | qat_int8
-  path        relative to the manifest               bytes, sha256   of the file (or folder tree)
-  input       {"name", "dtype", "shape", "quantization": {"scale", "zero_point"} | null}
-  output      same keys as input
-  labels      relative path of labels.txt
-  parity      {"images", "top1_agreement", "max_abs_diff"} against the Keras model
-  deterministic  whether re-export on the same checkpoint gives the same bytes
-  source_checkpoint_sha256, tool_versions, exported_at
+Every path is relative to the manifest's folder and must stay inside it (no absolute path, no
+`..`, no symlink leading out); every file is verified against its sha256 before use.
+So a copied or moved artifacts folder evaluates exactly as before.
 """
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline import atomic
+from pipeline.artifacts import ARTIFACTS
 from pipeline.errors import PipelineError
 
-SCHEMA_VERSION = 1
-FORMATS = ("keras", "saved_model", "onnx", "tflite")
-PRECISIONS = ("fp32", "fp16", "dynamic_int8", "int8", "qat_int8")
-REQUIRED = ("name", "format", "precision", "path", "bytes", "sha256", "input", "output")
+SCHEMA_VERSION = 2
+FILE_NAME = "manifest.json"
+REQUIRED_TOP = ("source_checkpoint", "reference", "labels", "classes", "artifacts")
+REQUIRED_ENTRY = ("name", "format", "precision", "kind", "path", "bytes", "sha256", "input", "output")
 
 
 def file_facts(path):
@@ -33,39 +35,90 @@ def file_facts(path):
 
 
 def read(manifest_path):
-    """The manifest as a dict, checked for shape; raises PipelineError naming the file."""
+    """The manifest as a dict, checked for shape; raises PipelineError naming the file and entry."""
     manifest_path = Path(manifest_path)
     try:
         data = json.loads(manifest_path.read_text())
     except FileNotFoundError:
         raise PipelineError(f"{manifest_path}: manifest not found (run `make export` first)") from None
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"{manifest_path}: not valid JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PipelineError(f"{manifest_path}: not a readable JSON manifest ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
-        raise PipelineError(f"{manifest_path}: expected {{\"artifacts\": [...]}}")
+        raise PipelineError(f"{manifest_path}: expected {{\"artifacts\": [...], ...}}")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise PipelineError(f"{manifest_path}: schema_version {data.get('schema_version')!r}, this version reads "
+                            f"{SCHEMA_VERSION}; export again")
+    missing = [k for k in REQUIRED_TOP if k not in data]
+    if missing:
+        raise PipelineError(f"{manifest_path}: lacks {', '.join(missing)}")
+    names = set()
     for i, entry in enumerate(data["artifacts"]):
-        missing = [k for k in REQUIRED if k not in entry]
-        if missing:
-            raise PipelineError(f"{manifest_path}: artifact #{i} lacks {', '.join(missing)}")
-        if entry["format"] not in FORMATS or entry["precision"] not in PRECISIONS:
-            raise PipelineError(f"{manifest_path}: artifact {entry['name']!r} has unknown format/precision")
+        if not isinstance(entry, dict):
+            raise PipelineError(f"{manifest_path}: artifact #{i} is not an object")
+        lacking = [k for k in REQUIRED_ENTRY if k not in entry]
+        if lacking:
+            raise PipelineError(f"{manifest_path}: artifact #{i} lacks {', '.join(lacking)}")
+        row = ARTIFACTS.get(entry["name"])
+        if row is None or (entry["format"], entry["precision"], entry["kind"]) != (row.format, row.precision, row.kind):
+            raise PipelineError(f"{manifest_path}: artifact {entry['name']!r} is not a known kind "
+                                f"(format {entry['format']!r}, precision {entry['precision']!r})")
+        if entry["name"] in names:
+            raise PipelineError(f"{manifest_path}: artifact {entry['name']!r} is listed twice")
+        names.add(entry["name"])
+        inside(manifest_path, entry["path"], f"artifact {entry['name']!r}")
+    labels = data["labels"]
+    if not isinstance(labels, dict) or not {"path", "sha256"} <= set(labels):
+        raise PipelineError(f"{manifest_path}: \"labels\" must be {{\"path\", \"sha256\"}}")
+    inside(manifest_path, labels["path"], "labels")
     return data
 
 
-def artifact_path(manifest_path, entry):
-    return Path(manifest_path).parent / entry["path"]
+def inside(manifest_path, rel, what):
+    """The path `rel` names beside the manifest, refused unless it stays inside the manifest's folder."""
+    folder = Path(manifest_path).parent
+    if not isinstance(rel, str) or not rel:
+        raise PipelineError(f"{manifest_path}: {what}: path {rel!r} is not a relative file name")
+    pure = PurePosixPath(rel.replace("\\", "/"))
+    if pure.is_absolute() or Path(rel).is_absolute() or ".." in pure.parts:
+        raise PipelineError(f"{manifest_path}: {what}: path {rel!r} leaves the manifest's folder; refused")
+    path = folder / pure
+    if path.exists() or path.is_symlink():
+        real, root = path.resolve(), folder.resolve()
+        if not real.is_relative_to(root):
+            raise PipelineError(f"{manifest_path}: {what}: {rel!r} is a link to {real}, outside the "
+                                "manifest's folder; refused")
+        if path.is_dir():
+            for p in path.rglob("*"):
+                if p.is_symlink() and not p.resolve().is_relative_to(root):
+                    raise PipelineError(f"{manifest_path}: {what}: {p.relative_to(folder)} links outside the "
+                                        "manifest's folder; refused")
+    return path
+
+
+def _verified(manifest_path, rel, expected_sha, what):
+    path = inside(manifest_path, rel, what)
+    if not path.exists():
+        raise PipelineError(f"{manifest_path}: {what}: file {rel} is missing")
+    digest = atomic.sha256_tree(path)
+    if digest != expected_sha:
+        raise PipelineError(f"{manifest_path}: {what}: {rel} sha256 {digest[:12]}... does not match "
+                            f"the manifest's {str(expected_sha)[:12]}...")
+    return path
 
 
 def verify(manifest_path, entry):
-    """Check the artifact exists and matches its recorded sha256; return its path."""
-    path = artifact_path(manifest_path, entry)
-    if not path.exists():
-        raise PipelineError(f"{entry['name']}: file {path} is missing")
-    digest = atomic.sha256_tree(path)
-    if digest != entry["sha256"]:
-        raise PipelineError(f"{entry['name']}: {path} sha256 {digest[:12]}... does not match "
-                            f"the manifest's {entry['sha256'][:12]}...")
-    return path
+    """The artifact's path, once it is inside the folder and matches its recorded sha256."""
+    return _verified(manifest_path, entry["path"], entry["sha256"], f"artifact {entry['name']!r}")
+
+
+def read_labels(manifest_path, manifest):
+    """Class names from the labels file the manifest names, verified, one per line in output order."""
+    labels = manifest["labels"]
+    path = _verified(manifest_path, labels["path"], labels["sha256"], "labels")
+    names = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    if names != list(manifest["classes"]):
+        raise PipelineError(f"{manifest_path}: labels: {labels['path']} does not list the manifest's classes in order")
+    return names
 
 
 def find(manifest, name):
@@ -77,6 +130,5 @@ def find(manifest, name):
 
 
 def write(manifest_path, manifest):
-    """Write atomically; export writes it last, after every artifact it names is in place."""
-    manifest = {"schema_version": SCHEMA_VERSION, **manifest}
-    atomic.write_json(manifest_path, manifest)
+    """Write atomically; export writes it last, into the staging folder it then publishes whole."""
+    atomic.write_json(manifest_path, {"schema_version": SCHEMA_VERSION, **manifest})

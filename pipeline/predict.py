@@ -51,18 +51,6 @@ def load_classifier(manifest_path, entry, threads=0):
     return lambda x: np.concatenate([runner.predict(image[None]) for image in x])
 
 
-def read_labels(manifest_path, entry):
-    """Class names from the labels.txt the manifest names (one per line, in output order)."""
-    path = Path(manifest_path).parent / entry.get("labels", "labels.txt")
-    try:
-        labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise PipelineError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
-    if not labels:
-        raise PipelineError(f"{path}: no labels")
-    return labels
-
-
 # ---------------------------------------------------------------- classify
 
 def top_k(probabilities, labels, k):
@@ -125,9 +113,10 @@ def run(args):
     if args.serving_request:
         return _print_serving_request(args.inputs)
     cfg = config.from_args(args)
-    manifest_path = Path(args.manifest) if args.manifest else config.project_path(cfg["evaluate"]["manifest"])
-    entry = manifest.find(manifest.read(manifest_path), args.artifact)
-    labels = read_labels(manifest_path, entry)
+    manifest_path = Path(args.manifest) if args.manifest else config.project_path(cfg.evaluate.manifest)
+    data = manifest.read(manifest_path)
+    entry = manifest.find(data, args.artifact)
+    labels = manifest.read_labels(manifest_path, data)
     classifier = load_classifier(manifest_path, entry, args.threads)
 
     def progress(done, total):

@@ -11,7 +11,7 @@ in its own process (see evaluate/worker.py). export (parity) and predict use the
 """
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 # pipeline.model.INPUT_SHAPE, repeated so the onnxruntime and LiteRT workers never import Keras.
 INPUT_SHAPE = (32, 32, 3)
@@ -29,9 +29,6 @@ def _check_shape(name, what, shape):
     return dims[0] is None  # a dynamic batch dimension
 
 
-def _first_line(exc):
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 class KerasRunner:
@@ -60,7 +57,7 @@ class SavedModelRunner:
             loaded = tf.saved_model.load(str(path))
             self._fn = loaded.signatures["serving_default"]
         except Exception as exc:
-            raise PipelineError(f"{name}: cannot load SavedModel {path} ({_first_line(exc)})") from None
+            raise PipelineError(f"{name}: cannot load SavedModel {path} ({first_line(exc)})") from None
         self._keep = loaded  # the signature needs its object alive
         inputs = self._fn.structured_input_signature[1]
         if len(inputs) != 1:
@@ -87,7 +84,7 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise PipelineError(f"{name}: onnxruntime cannot load {path} ({_first_line(exc)})") from None
+            raise PipelineError(f"{name}: onnxruntime cannot load {path} ({first_line(exc)})") from None
         inp, = self.session.get_inputs()
         self._input = inp.name
         self.batchable = _check_shape(name, "input", inp.shape)
@@ -110,10 +107,11 @@ class TFLiteRunner:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
             self.interpreter.allocate_tensors()
         except Exception as exc:
-            raise PipelineError(f"{name}: LiteRT cannot load {path} ({_first_line(exc)})") from None
+            raise PipelineError(f"{name}: LiteRT cannot load {path} ({first_line(exc)})") from None
         inp, = self.interpreter.get_input_details()
         out = self.interpreter.get_output_details()[0]
         self._in, self._out = inp, out
+        self.input_detail, self.output_detail = inp, out
         _check_shape(name, "input", inp["shape"])
         _check_shape(name, "output", out["shape"])
         self._batch = int(inp["shape"][0])

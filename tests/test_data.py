@@ -247,6 +247,56 @@ def test_official_bad_batch_shape(tmp_path):
     _assert_one_line_error(e, "test_batch", "3072")
 
 
+@pytest.mark.parametrize("data, labels, words", [
+    (np.full((2, 3072), 1000.0), [0, 1], "pixels are float64 with values 1000..1000, expected uint8 0..255"),
+    (np.zeros((2, 3072), np.int64) + 7, [0, 1], "pixels are int64 with values 7..7, expected uint8"),
+    (np.zeros((2, 3072), np.uint8), [0, 1, 2], "3 labels for 2 images"),
+    (np.zeros((2, 3072), np.uint8), [0.5, 1.0], "labels are float64"),
+])
+def test_official_batches_must_hold_uint8_pixels_and_one_label_each(data, labels, words, tmp_path):
+    files, _ = _official_batches()
+    files["test_batch"] = pickle.dumps({b"data": data, b"labels": labels})
+    source = _write_dir(tmp_path / "cifar-10-batches-py", files)
+    with pytest.raises(PipelineError) as e:
+        load_cifar10(source, splits=("test",), progress=False, cache_dir=tmp_path / "cache")
+    _assert_one_line_error(e, "test_batch", words)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_archive_member_over_the_size_cap_is_refused_before_reading(tmp_path, monkeypatch):
+    """A 400 MB run of zeros gzips to ~400 KB: refused from its header, never expanded."""
+    import gzip
+    import tarfile
+    monkeypatch.setattr(data, "MAX_MEMBER_BYTES", 1 << 20)  # the same check at a size a test can build
+    big = tmp_path / "bomb.tar.gz"
+    with gzip.open(big, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w") as tf:
+        info = tarfile.TarInfo("train/cat/0.png")
+        info.size = 2 << 20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    assert big.stat().st_size < 100_000
+    with pytest.raises(PipelineError) as e:
+        load_cifar10(big, progress=False, cache_dir=tmp_path / "cache")
+    _assert_one_line_error(e, "bomb.tar.gz", "train/cat/0.png is 2,097,152 bytes, over the 1,048,576-byte cap")
+
+
+def test_oversized_images_are_refused_from_their_header(tmp_path):
+    """A PNG claiming 10000x10000 pixels (a few hundred KB) is refused without decoding, in the data
+    loader and in predict's image reader."""
+    from PIL import Image
+    from pipeline import images
+    path = tmp_path / "huge.png"
+    Image.new("L", (10000, 10000)).save(path, optimize=False)
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(images.ImageError, match="10000x10000 pixels, over the 50,000,000-pixel cap"):
+        images.load(path)
+    folder = tmp_path / "src"
+    (folder / "test" / "cat").mkdir(parents=True)
+    (folder / "test" / "cat" / "0.png").write_bytes(path.read_bytes())
+    with pytest.raises(PipelineError) as e:
+        load_cifar10(folder, splits=("test",), progress=False, cache_dir=tmp_path / "cache")
+    _assert_one_line_error(e, "0.png", "image is 10000x10000, expected 32x32")
+
+
 # ---------------------------------------------------------------- safe unpickling
 
 class _Evil:
@@ -286,7 +336,9 @@ def test_malicious_official_batch(tmp_path):
 # ---------------------------------------------------------------- the source and the cache
 
 def test_env_overrides_config_source(monkeypatch):
-    assert resolve_source("from/config") == "from/config"
+    monkeypatch.delenv("CIFAR10_DATA", raising=False)
+    assert resolve_source("from/config") == str(ROOT / "from" / "config")  # relative to the project root
+    assert resolve_source("/abs/x.tar.gz") == "/abs/x.tar.gz"
     monkeypatch.setenv("CIFAR10_DATA", "/from/env.tar.gz")
     assert resolve_source("from/config") == "/from/env.tar.gz"
     assert resolve_source(None) == "/from/env.tar.gz"
@@ -541,5 +593,5 @@ def test_real_shared_archive(monkeypatch, cfg):
     calib_digests = _row_digests(calib)
     assert all(d in train_digests for d in calib_digests)
     assert not any(d in test_digests for d in calib_digests)
-    names = [p for p, _ in data.iter_members(ROOT / cfg["data"]["calibration"])]
+    names = [p for p, _ in data.iter_members(ROOT / cfg.data.calibration)]
     assert len(names) == 1000 and all(p.parts[0] == "train" for p in names)

@@ -1,5 +1,4 @@
 """Deployment: `pipeline predict` on real files, the TensorFlow-free ONNX client, the mobile bundle, TF Serving."""
-import copy
 import importlib.util
 import json
 import os
@@ -55,15 +54,16 @@ def load_example(name):
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, cfg, small_checkpoint):
+def exported(tmp_path_factory, small_checkpoint):
     """The small checkpoint through export_all: the artifacts deployment uses, with a real manifest."""
     from export.run import export_all
-    c = copy.deepcopy(cfg)
-    c["export"].update(check_determinism=False, parity_images=64, calibration_images=200,
-                       min_parity_int8=0.5, min_parity_float=0.99)
-    out = tmp_path_factory.mktemp("artifacts")
-    export_all(c, checkpoint=small_checkpoint, out_dir=out, progress=False,
-               formats=["saved_model", "onnx_fp32", "onnx_int8", "tflite_fp16", "tflite_int8"])
+    from pipeline import config
+    out = tmp_path_factory.mktemp("exp") / "artifacts"
+    export_all(config.load(None, [
+        ("export.checkpoint", str(small_checkpoint)), ("export.out_dir", str(out)),
+        ("export.formats", ["saved_model", "onnx_fp32", "onnx_int8", "tflite_fp16", "tflite_int8"]),
+        ("export.parity_images", 64), ("export.calibration_images", 200), ("gates.min_parity_int8", 0.5),
+        ("gates.min_parity_float", 0.99)]), progress=False)
     return out / "manifest.json"
 
 

@@ -3,7 +3,6 @@
 One CLI export of the small checkpoint (in a subprocess, as users run it) is shared by
 most tests; a second one checks that re-export writes the same bytes.
 """
-import copy
 import json
 import os
 import subprocess
@@ -19,8 +18,9 @@ ALL = ["keras", "saved_model", "onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_
 # Fewer calibration and parity images for speed. The small checkpoint is fitted for seconds, so
 # many of its predictions are near-ties that fp16 and int8 flip: its gates are lowered here
 # (real models: 99.9% float, 98% int8); the fp32 artifacts are still held to 100% below.
-GATES = dict(calibration_images=300, parity_images=256, min_parity_float=0.99, min_parity_int8=0.95)
-FAST = [a for k, v in GATES.items() for a in ("--set", f"export.{k}={v}")]
+GATES = {"export.calibration_images": 300, "export.parity_images": 256, "gates.min_parity_float": 0.99,
+         "gates.min_parity_int8": 0.95}
+FAST = [a for k, v in GATES.items() for a in ("--set", f"{k}={v}")]
 DETERMINISM = ["saved_model", "tflite_fp16", "tflite_int8"]  # re-exported to compare bytes (see export/run.py)
 
 
@@ -39,31 +39,39 @@ def exported(small_checkpoint, tmp_path_factory):
     return out, manifest.read(out / "manifest.json")
 
 
-def small_cfg(cfg, **export):
-    cfg = copy.deepcopy(cfg)
-    cfg["export"].update(**{**GATES, **export})
-    return cfg
+def small_cfg(checkpoint, out_dir, formats, **overrides):
+    """The project config with the fast settings above and `overrides` {"section.key": value}."""
+    from pipeline import config
+    items = {**GATES, "export.checkpoint": str(checkpoint), "export.out_dir": str(out_dir),
+             "export.formats": list(formats), **overrides}
+    return config.load(None, list(items.items()))
 
 
 # ---------------------------------------------------------------- manifest
 
 def test_manifest_names_every_artifact_with_its_facts(exported, small_checkpoint):
-    from pipeline import atomic, manifest
+    from pipeline import artifacts, atomic, manifest
     out, m = exported
     assert [e["name"] for e in m["artifacts"]] == ALL
     sha = atomic.sha256_file(small_checkpoint)
-    assert m["source_checkpoint"]["sha256"] == sha and m["source_checkpoint"]["preset"] == "resnet20v1"
+    assert m["source_checkpoint"] == {"file": small_checkpoint.name, "sha256": sha, "preset": "resnet20v1",
+                                      "params": 274_442}
+    assert m["labels"]["path"] == "labels.txt" and m["tool_versions"]["tensorflow"]
+    assert m["reference"]["accuracy"] is None and "metrics.json" in m["reference"]["why"]
+    assert m["calibration"]["images"] == 300 and len(m["calibration"]["sha256"]) == 64
     for e in m["artifacts"]:
         manifest.verify(out / "manifest.json", e)  # exists and sha256 matches
-        assert not Path(e["path"]).is_absolute() and e["bytes"] > 100_000
-        assert e["source_checkpoint_sha256"] == sha and e["labels"] == "labels.txt"
-        assert e["tool_versions"]["tensorflow"] and e["exported_at"] and isinstance(e["deterministic"], bool)
+        row = artifacts.ARTIFACTS[e["name"]]
+        assert e["path"] == row.file and e["kind"] == row.kind and e["deterministic"] == row.deterministic
+        assert e["bytes"] > 100_000
         assert e["input"]["shape"] == [None, 32, 32, 3] and e["output"]["shape"] == [None, 10]
+    assert manifest.find(m, "onnx_int8")["settings"]["quant_format"] == "QDQ"
     assert (out / "labels.txt").read_text().split() == ["airplane", "automobile", "bird", "cat", "deer",
                                                         "dog", "frog", "horse", "ship", "truck"]
     resolved = json.loads((out / "config.resolved.json").read_text())
     assert resolved["export"]["checkpoint"] == str(small_checkpoint)
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging/temp leftovers
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 
 def test_parity_is_recorded_and_above_the_gates(exported):
@@ -97,11 +105,11 @@ def reference(small_checkpoint, calibration):
 @pytest.mark.parametrize("name", ALL)
 def test_artifact_loads_and_runs_in_its_runtime(exported, reference, name):
     from export import parity
-    from pipeline import manifest
+    from pipeline import artifacts, manifest
     out, m = exported
     entry = manifest.find(m, name)
     x, want = reference
-    got = parity.RUNNERS[entry["format"]](out / entry["path"], x)
+    got = parity.run(artifacts.ARTIFACTS[name], out / entry["path"], x)
     assert got.shape == (40, 10)
     np.testing.assert_allclose(got.sum(1), 1.0, atol=0.05)  # probabilities, preprocessing inside
     tol = 1e-4 if entry["precision"] == "fp32" else 1e-2 if entry["precision"] == "fp16" else 0.35
@@ -119,7 +127,7 @@ def test_onnx_has_one_input_one_output_and_dynamic_batch(exported, reference):
         proto = onnx.load(str(out / entry["path"]))
         assert [i.name for i in proto.graph.input] == ["image"]
         assert [o.name for o in proto.graph.output] == ["probabilities"]
-        assert entry["opset"] == 17 and any(o.version == 17 for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        assert any(o.version == 17 for o in proto.opset_import if o.domain in ("", "ai.onnx"))
         sess = ort.InferenceSession(str(out / entry["path"]), providers=["CPUExecutionProvider"])
         for n in (1, 7):
             assert sess.run(None, {"image": x[:n].astype(np.float32)})[0].shape == (n, 10)
@@ -169,34 +177,62 @@ def test_reexport_writes_the_same_bytes(exported, small_checkpoint, tmp_path):
 
 # ---------------------------------------------------------------- failures leave nothing behind
 
-def test_parity_gate_refuses_and_writes_nothing(cfg, small_checkpoint, tmp_path):
+def test_parity_gate_refuses_and_writes_nothing(small_checkpoint, tmp_path):
     from export.run import export_all
     from pipeline.errors import PipelineError
-    with pytest.raises(PipelineError, match="top-1 agreement .* below the required"):
-        export_all(small_cfg(cfg, min_parity_int8=1.01), small_checkpoint, tmp_path / "out",
-                   formats=["keras", "onnx_int8"], progress=False)
-    assert list((tmp_path / "out").iterdir()) == []
+    cfg = small_cfg(small_checkpoint, tmp_path / "out", ["keras", "onnx_int8"], **{"gates.min_parity_int8": 1.0})
+    with pytest.raises(PipelineError, match=r"onnx_int8: top-1 agreement .* below gates.min_parity_int8"):
+        export_all(cfg, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a staging folder beside it
 
 
-def test_crash_mid_export_keeps_previous_export_whole(cfg, small_checkpoint, tmp_path, monkeypatch):
+def test_crash_mid_export_keeps_previous_export_whole(small_checkpoint, tmp_path, monkeypatch):
     from export import tflite_export
     from export.run import export_all
     from pipeline import manifest
     out = tmp_path / "out"
-    export_all(small_cfg(cfg), small_checkpoint, out, formats=["keras"], progress=False)
-    before = sorted(p.name for p in out.iterdir())
+    export_all(small_cfg(small_checkpoint, out, ["keras"]), progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
 
     def crash(*a, **k):
         raise RuntimeError("simulated converter crash")
     monkeypatch.setattr(tflite_export, "convert_saved_model", crash)
     with pytest.raises(RuntimeError, match="simulated"):
-        export_all(small_cfg(cfg), small_checkpoint, out, formats=["keras", "saved_model", "tflite_fp32"],
-                   progress=False)
-    assert sorted(p.name for p in out.iterdir()) == before  # no saved_model, no temp or staging folder
+        export_all(small_cfg(small_checkpoint, out, ["keras", "saved_model", "tflite_fp32"]), progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left
     m = manifest.read(out / "manifest.json")
     assert [e["name"] for e in m["artifacts"]] == ["keras"]
     for e in m["artifacts"]:
         manifest.verify(out / "manifest.json", e)
+
+
+@pytest.mark.parametrize("point", ["staging", "built:keras", "built:onnx_fp32", "publish"])
+def test_kill_minus_9_at_any_point_leaves_a_whole_set(small_checkpoint, tmp_path, point):
+    """SIGKILL inside export at each point: the folder holds the previous set with its manifest,
+    and the next export removes the dead run's staging folder and publishes its own set."""
+    from pipeline import manifest
+    out = tmp_path / "out"
+    first = cli("--checkpoint", small_checkpoint, "--out-dir", out, "--formats", "keras", "--quiet", *FAST)
+    assert first.returncode == 0, first.stderr
+    before = (out / "manifest.json").read_bytes()
+    env_cli = lambda *a, **env: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "export", *map(str, a)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **env})
+    killed = env_cli("--checkpoint", small_checkpoint, "--out-dir", out, "--formats", "keras,onnx_fp32", "--quiet",
+                     *FAST, CIFAR_EDGE_EXPORT_KILL_AT=point)
+    assert killed.returncode == -9, killed.stderr
+    assert (out / "manifest.json").read_bytes() == before  # the previous set, whole
+    m = manifest.read(out / "manifest.json")
+    assert [e["name"] for e in m["artifacts"]] == ["keras"] and {p.name for p in out.iterdir()} == {
+        "manifest.json", "labels.txt", "config.resolved.json", "model_fp32.h5"}
+    for e in m["artifacts"]:
+        manifest.verify(out / "manifest.json", e)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.staging-")], "the kill left no staging"
+    again = cli("--checkpoint", small_checkpoint, "--out-dir", out, "--formats", "keras,onnx_fp32", *FAST)
+    assert again.returncode == 0 and "left by an interrupted export" in again.stdout, again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [e["name"] for e in manifest.read(out / "manifest.json")["artifacts"]] == ["keras", "onnx_fp32"]
 
 
 # ---------------------------------------------------------------- bad inputs: one line, exit 1, nothing written
@@ -245,27 +281,28 @@ def test_unwritable_out_dir_is_refused(small_checkpoint, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
-def test_unknown_format_is_refused(cfg, small_checkpoint, tmp_path):
-    from export.run import export_all
+def test_unknown_format_is_refused(small_checkpoint, tmp_path):
     from pipeline.errors import PipelineError
-    with pytest.raises(PipelineError, match="unknown export format.*tflite_int4"):
-        export_all(cfg, small_checkpoint, tmp_path, formats=["tflite_int4"], progress=False)
+    with pytest.raises(PipelineError, match="'tflite_int4' is not one of keras, saved_model"):
+        small_cfg(small_checkpoint, tmp_path, ["tflite_int4"])
 
 
 # ---------------------------------------------------------------- QAT on a tiny budget
 
-def test_qat_int8_on_a_tiny_budget(cfg, small_checkpoint, tmp_path):
+def test_qat_int8_on_a_tiny_budget(small_checkpoint, tmp_path):
     """The mechanism only: a second of fine-tuning cannot settle the fake-quant ranges, so no parity gate."""
     from export import parity, tflite_export
     from export.run import export_all
-    m = export_all(small_cfg(cfg, qat=True, qat_minutes=0.02, qat_data="calibration", qat_images=256,
-                             calibration_images=50, min_parity_qat=0.0),
-                   small_checkpoint, tmp_path, formats=["keras"], progress=False)
+    from pipeline import artifacts
+    m = export_all(small_cfg(small_checkpoint, tmp_path, ["keras", "tflite_qat_int8"], **{
+        "export.qat_minutes": 0.02, "export.qat_data": "calibration", "export.qat_images": 256,
+        "export.calibration_images": 50, "gates.min_parity_qat": 0.0}), progress=False)
     entry = m["artifacts"][-1]
     assert [e["name"] for e in m["artifacts"]] == ["keras", "tflite_qat_int8"]
     assert entry["precision"] == "qat_int8" and entry["deterministic"] is False
     assert entry["input"]["dtype"] == "uint8" and entry["output"]["dtype"] == "uint8"
     assert entry["parity"]["images"] == 256 and entry["parity"]["top1_agreement"] > 0.2  # not random
     assert tflite_export.read_labels(tmp_path / entry["path"])[0] == "airplane"
-    probs = parity.run_tflite(tmp_path / entry["path"], np.zeros((2, 32, 32, 3), np.uint8))
+    probs = parity.run(artifacts.ARTIFACTS["tflite_qat_int8"], tmp_path / entry["path"],
+                       np.zeros((2, 32, 32, 3), np.uint8))
     assert probs.shape == (2, 10) and abs(probs.sum(1) - 1).max() < 0.05

@@ -19,7 +19,8 @@ TINY = ["--model", "resnet20v1", "--preset", "smoke", "--subset", "256", "--val-
 
 
 def run_train(tmp_path, *args, env=None, backend="tensorflow", wait=True):
-    cmd = [sys.executable, "-m", "train", "--backend", backend, "--out-dir", str(tmp_path), *args]
+    where = [] if "--resume" in args else ["--out-dir", str(tmp_path)]  # a resume refuses other flags
+    cmd = [sys.executable, "-m", "train", "--backend", backend, *where, *args]
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -45,12 +46,13 @@ def test_smoke_run_writes_a_complete_run_folder(tmp_path, backend):
     out = run_train(tmp_path, *TINY, "--run-name", "r", backend=backend)
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "r"
-    for name in ("best.h5", "last.h5", "history.csv", "history.json", "curves.png",
+    for name in ("run.json", "best.h5", "best.json", "last.h5", "history.csv", "history.json", "curves.png",
                  "config.resolved.json", "environment.json", "metrics.json"):
         assert (run / name).exists(), name
     assert not list(run.glob(".*.tmp")), "a temp file was left behind"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["test_images"] == 10000 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["test_images"] == 10000 and 0.05 <= metrics["test_accuracy"] <= 0.6
+    assert sum(metrics["per_class_accuracy"].values()) / 10 == pytest.approx(metrics["test_accuracy"], abs=1e-3)
     assert json.loads((run / "environment.json").read_text())["backend"] == backend
     assert len(history(run)["loss"]) == 2
 
@@ -66,22 +68,95 @@ def test_bfloat16_checkpoint_from_jax_loads_as_float32_under_tensorflow(tmp_path
     assert pred.shape == (2000,) and np.isfinite(model.get_weights()[0]).all()
 
 
-def test_resume_after_kill_continues_from_last_epoch(tmp_path):
-    run = tmp_path / "k"
-    proc = run_train(tmp_path, *TINY, "--epochs", "3", "--run-name", "k", wait=False)
+def _kill_after_first_epoch(proc, run):
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill -9 as soon as the first epoch is on disk
-        if (run / "history.csv").exists() and len((run / "history.csv").read_text().splitlines()) >= 2:
-            break
+    while time.time() < deadline:  # kill -9 as soon as the first epoch is in the backup
+        from train.callbacks import backed_up_epochs
+        try:
+            if backed_up_epochs(run) >= 1:
+                break
+        except Exception:  # the backup is being written; try again
+            pass
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_a_killed_run_copied_elsewhere_resumes_with_the_same_schedule(tmp_path):
+    """kill -9 after epoch 1, copy the folder to another path, drop the original and point the data
+    source nowhere: the copy resumes from its backup (data found by its sha256 in the decoded cache),
+    continues the one-cycle schedule at the right step and ends with exactly the configured epochs."""
+    import shutil
+    from pipeline import config
+    from train import recipe as recipe_mod
+    run = tmp_path / "k"
+    proc = run_train(tmp_path, *TINY, "--epochs", "3", "--ema", "0.9", "--run-name", "k", wait=False)
+    _kill_after_first_epoch(proc, run)
     assert not (run / "metrics.json").exists(), "the run finished before it could be killed"
-    out = run_train(tmp_path, "--resume", str(run))
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(run, moved)
+    shutil.rmtree(run)
+    out = run_train(tmp_path, "--resume", str(moved), env={"CIFAR10_DATA": str(tmp_path / "gone.tar.gz")})
     assert out.returncode == 0, out.stdout + out.stderr
-    epochs = history(run)["epoch"]
-    assert epochs == sorted(set(epochs)) and len(epochs) == 3, epochs
-    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
+    assert "from the decoded cache of sha256" in out.stdout
+
+    cfg = config.from_dict(json.loads((moved / "config.resolved.json").read_text()))
+    metrics = json.loads((moved / "metrics.json").read_text())
+    steps = metrics["steps_per_epoch"]
+    done = int(out.stdout.split("restored epoch ")[1].split(":")[0])
+    assert done >= 1 and f"optimizer step {done * steps}," in out.stdout, out.stdout
+    lr = float(recipe_mod.schedule(cfg.recipe, steps)(done * steps))
+    assert f"learning rate {lr:.6g}" in out.stdout, (lr, out.stdout)
+    assert metrics["epochs"] == 3 and metrics["optimizer_steps"] == 3 * steps
+    epochs = history(moved)["epoch"]
+    assert epochs == [0.0, 1.0, 2.0], epochs  # no duplicated or missing epoch
+    assert not (moved / "backup").exists()  # finished: the backup is removed
+    assert (moved / "best.h5").exists() and json.loads((moved / "best.json").read_text())["epoch"] in (1, 2, 3)
+
+
+def test_resume_refuses_recipe_flags_and_folders_that_are_not_runs(tmp_path):
+    run = tmp_path / "r"
+    assert run_train(tmp_path, *TINY, "--run-name", "r", "--epochs", "1").returncode == 0
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir())
+    for flag in (["--epochs", "5"], ["--lr", "0.1"], ["--batch-size", "64"], ["--preset", "seed"],
+                 ["--set", "recipe.epochs=4"]):
+        out = run_train(tmp_path, "--resume", str(run), *flag)
+        assert out.returncode == 1 and f"--resume: {flag[0]} would change" in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir()) == before
+    fake = tmp_path / "reports"
+    fake.mkdir()
+    (fake / "config.resolved.json").write_text((run / "config.resolved.json").read_text())
+    out = run_train(tmp_path, "--resume", str(fake))
+    assert out.returncode == 1 and "not a run folder of `python -m train`" in out.stderr
+    assert [p.name for p in fake.iterdir()] == ["config.resolved.json"]  # nothing written
+
+
+def test_time_budget_sizes_the_run_and_stop_after_ends_a_stretch(tmp_path):
+    from pipeline import config
+    from train import budget as budget_mod
+    cfg = config.load(None, [("train.preset", "smoke")])
+    sized, plan = budget_mod.plan(cfg, budget_s=600, elapsed_s=5, images_per_s=400, trace_s=15, n_fit=4000, n_val=400)
+    # 10 s per epoch (4,000 images at 400/s) + 0.33 s validation; 600 - 20 s setup - 13.3 s test -> 54 epochs
+    assert plan["epochs"] == 54 and sized.recipe.epochs == 54 and sized.recipe.lr == cfg.recipe.lr
+
+    budget = 90
+    out = run_train(tmp_path, *TINY, "--run-name", "b", "--time-budget", f"{budget}s")
+    assert out.returncode == 0, out.stdout + out.stderr
+    plan = json.loads((tmp_path / "b" / "run.json").read_text())["plan"]
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    resolved = json.loads((tmp_path / "b" / "config.resolved.json").read_text())
+    assert metrics["epochs"] == plan["epochs"] == resolved["train"]["presets"]["smoke"]["epochs"]
+    assert plan["budget_s"] == budget and plan["images_per_s"] > 0
+    assert f"{plan['epochs']} epochs fit the {budget}s budget" in out.stdout
+    assert metrics["timings"]["total_seconds_this_stretch"] <= budget + 2 * plan["epoch_s_estimate"] + 10
+    assert "left ~" in out.stdout and "img/s" in out.stdout  # progress
+
+    out = run_train(tmp_path, *TINY, "--run-name", "s", "--epochs", "50", "--stop-after", "20s")
+    assert out.returncode == 0 and "continue with: python -m train --resume" in out.stdout, out.stdout
+    done = len(history(tmp_path / "s")["loss"]) if (tmp_path / "s" / "history.json").exists() else \
+        len((tmp_path / "s" / "history.csv").read_text().splitlines()) - 1
+    assert 1 <= done < 50 and not (tmp_path / "s" / "metrics.json").exists()
 
 
 def test_nan_loss_stops_with_message_and_keeps_best(tmp_path):
@@ -98,6 +173,7 @@ def test_refuses_to_overwrite_a_run(tmp_path):
     (tmp_path / "x" / "history.csv").write_text("epoch,loss\n")
     out = run_train(tmp_path, *TINY, "--run-name", "x")
     assert out.returncode == 1 and "--resume" in out.stderr
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["history.csv"]
 
 
 @pytest.mark.parametrize("backend,env", [
@@ -111,3 +187,24 @@ def test_data_parallel_over_two_virtual_devices(tmp_path, backend, env):
     assert dist == {"replicas": 2, "global_batch": 32, "per_replica_batch": 16}
     loss = history(tmp_path / "dp")["loss"]
     assert loss[-1] < loss[0], loss
+
+
+def test_ema_checkpoints_hold_the_averaged_weights(tmp_path, calibration):
+    """With EMA on, last.h5 (and best.h5) are the averaged weights, which fit leaves in the model at the
+    end; the raw weights the optimizer steps on differ from them."""
+    import keras
+    from pipeline import config
+    from train.callbacks import AtomicCheckpoint
+    from train.loop import build_trainable
+    recipe = config.with_recipe(config.load(), epochs=2, ema=0.9, batch_size=64, lr=0.05).recipe
+    net, wrapper = build_trainable("resnet20v1", recipe, steps_per_epoch=4)
+    x = calibration.images[:256].astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[calibration.labels[:256]]
+    raw = []
+    keep_raw = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: raw.append(net.get_weights()))
+    wrapper.fit(x, y, batch_size=64, epochs=2, verbose=0, validation_data=(x[:64], y[:64]),
+                callbacks=[keep_raw, keras.callbacks.SwapEMAWeights(), AtomicCheckpoint(net, tmp_path, ema=True)])
+    saved = keras.models.load_model(tmp_path / "last.h5", compile=False).get_weights()
+    averaged = net.get_weights()  # fit ends by writing the averages into the model
+    assert all(np.allclose(a, b) for a, b in zip(saved, averaged))
+    assert not all(np.allclose(a, b) for a, b in zip(saved, raw[-1]))

@@ -1,22 +1,38 @@
-"""One training run: data -> model -> fit with callbacks -> checkpoints, history, curves, metrics."""
+"""One training run: data -> model -> fit with callbacks -> checkpoints, history, curves, metrics.
+
+A run folder is everything needed to continue the run anywhere: `run.json` (written first; the
+marker only this stage writes: run id, data sha256, the planned epochs), `config.resolved.json`,
+`backup/` (Keras' BackupAndRestore, weights and optimizer state of the last finished epoch),
+`history.csv`, `best.h5`/`best.json`, `last.h5`. No absolute path is stored: the data is found
+again by its sha256 (the configured source, or the decoded-array cache of that content).
+"""
 import contextlib
 import math
 import os
+import shutil
 import time
+import uuid
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from pipeline import atomic, config as config_mod, evalset
-from pipeline.data import load_cifar10, resolve_source
+from pipeline import atomic, config as config_mod, evalset, machine
+from pipeline.data import cached_by_hash, load_cifar10, resolve_source, source_sha256
 from pipeline.errors import PipelineError
 from pipeline.model import CLASSES, build_preset
+from pipeline.scoring import score
 from train import recipe as recipe_mod
-from train import report
+from train import budget, report
 from train.augment import Augment
-from train.callbacks import AtomicCheckpoint, EpochTimer
+from train.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochTimer, Progress, StopAfter,
+                             backed_up_epochs)
 
+RUN_MARKER = "run.json"
+RUN_KIND = "cifar-edge train run"
+
+
+# ---------------------------------------------------------------- devices and precision
 
 def _on_accelerator():
     if keras.backend.backend() == "jax":
@@ -28,10 +44,17 @@ def _on_accelerator():
     return False
 
 
-def _policy(setting):
-    if setting == "auto":
-        return "mixed_bfloat16" if _on_accelerator() else "float32"
-    return setting
+def policy_for(setting):
+    """auto: mixed_bfloat16 on accelerators, and on CPUs whose TensorFlow (oneDNN) kernels compute
+    bf16 natively (AVX512-BF16 or AMX): 1.4x the float32 throughput here (BENCHMARKS.md). XLA's CPU
+    backend (JAX) has no such kernels, so JAX on CPU stays float32."""
+    if setting != "auto":
+        return setting
+    if _on_accelerator():
+        return "mixed_bfloat16"
+    if keras.backend.backend() == "tensorflow" and machine.native_bf16():
+        return "mixed_bfloat16"
+    return "float32"
 
 
 def _distribution(enabled):
@@ -57,6 +80,8 @@ def _distribution(enabled):
     raise PipelineError(f"data parallel training is not wired for backend {keras.backend.backend()!r}")
 
 
+# ---------------------------------------------------------------- data
+
 def _split_train_val(train, val_size, subset, seed):
     """Shuffle (the image folders are in class order), then hold out `val_size` for model selection."""
     order = np.random.default_rng(seed).permutation(len(train))
@@ -70,96 +95,208 @@ def _one_hot(labels):
     return np.eye(len(CLASSES), dtype=np.float32)[labels]
 
 
+def training_data(cfg, expected_sha=None):
+    """(train split, data sha256, where it came from). A resumed run passes the sha256 it started
+    with: the configured source if it still holds that content, else the decoded cache of it."""
+    source = resolve_source(cfg.data.source)
+    sha = source_sha256(source)
+    if expected_sha and sha != expected_sha:
+        cached = cached_by_hash(expected_sha, ("train",))
+        if cached is None:
+            found = "is missing" if sha is None else f"now has sha256 {sha[:12]}..."
+            raise PipelineError(f"{source}: the run was trained on data with sha256 {expected_sha[:12]}..., "
+                                f"the source {found}, and no decoded cache of it exists; set CIFAR10_DATA "
+                                "to a copy of the original data")
+        return cached["train"], expected_sha, f"the decoded cache of sha256 {expected_sha[:12]}..."
+    return load_cifar10(source, splits=("train",))["train"], sha, str(source)
+
+
+def feed(x, y, batch, shuffle_seed=None):
+    """Batches for fit: on TensorFlow a tf.data pipeline (shuffled and prefetched on TensorFlow's
+    own threads, next to the compiled step), the arrays themselves on other backends."""
+    if keras.backend.backend() != "tensorflow":
+        return dict(x=x, y=y, batch_size=batch, shuffle=shuffle_seed is not None)
+    import tensorflow as tf
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dict(x=ds.batch(batch).prefetch(tf.data.AUTOTUNE), shuffle=False)  # shuffled above
+
+
+def validation(x, y, batch):
+    """fit's validation_data: the same feed, unshuffled; None without validation images."""
+    if not len(y):
+        return None
+    fed = feed(x.astype(np.float32), _one_hot(y), batch)
+    return (fed["x"], fed["y"]) if "y" in fed else fed["x"]
+
+
+# ---------------------------------------------------------------- the model
+
+def build_trainable(model_preset, recipe, steps_per_epoch, seed=0, steps_per_execution=1):
+    """(deployable net, compiled training wrapper = augmentation + net): the benchmarks time this too."""
+    net = build_preset(model_preset, l2=recipe.l2)
+    image = keras.Input(shape=net.input_shape[1:], name="image")
+    wrapper = keras.Model(image, net(Augment(cutout=recipe.cutout, seed=seed)(image)), name="train_wrapper")
+    wrapper.compile(optimizer=recipe_mod.optimizer(recipe, steps_per_epoch), loss=recipe_mod.loss(recipe),
+                    metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                    steps_per_execution=steps_per_execution)
+    return net, wrapper
+
+
+# ---------------------------------------------------------------- the run folder
+
+def write_marker(run_dir, cfg, data_sha, plan=None):
+    marker = {"kind": RUN_KIND, "run_id": uuid.uuid4().hex, "model": cfg.model.preset,
+              "preset": cfg.train.preset, "epochs": cfg.recipe.epochs, "data_sha256": data_sha,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "plan": plan}
+    atomic.write_json(run_dir / RUN_MARKER, marker)
+    return marker
+
+
+def read_marker(run_dir):
+    """The run marker, or a PipelineError if `run_dir` is not a run folder this stage wrote."""
+    import json
+    path = Path(run_dir) / RUN_MARKER
+    if not Path(run_dir).is_dir():
+        raise PipelineError(f"{run_dir}: not a folder")
+    try:
+        marker = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{run_dir}: not a run folder of `python -m train` (no {RUN_MARKER})") from None
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: unreadable run marker ({exc})") from None
+    if not isinstance(marker, dict) or marker.get("kind") != RUN_KIND or not marker.get("run_id"):
+        raise PipelineError(f"{path}: not a run marker of `python -m train`")
+    return marker
+
+
+def _trim_history(run_dir, epochs_done):
+    """Keep the history rows of the epochs the backup holds: a kill between the history row and
+    the backup would otherwise leave a row for an epoch that is about to run again."""
+    path = run_dir / "history.csv"
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if len(lines) > epochs_done + 1:
+        atomic.write_text(path, "".join(lines[:epochs_done + 1]))
+
+
 def _best_so_far(run_dir):
-    csv_path = run_dir / "history.csv"
-    if not csv_path.exists():
+    import json
+    path = run_dir / "best.json"
+    if not path.exists():
         return -math.inf
-    values = report.read_history(csv_path).get("val_accuracy", [])
-    return max([v for v in values if math.isfinite(v)], default=-math.inf)
+    return float(json.loads(path.read_text())["val_accuracy"])
 
 
 def test_metrics(model, test):
-    """Top-1 and per-class accuracy on the test split (no test-time augmentation)."""
+    """Top-1 and per-class accuracy on the test split (no test-time augmentation), by the scorer
+    evaluate uses."""
     pred = np.argmax(model.predict(test.images.astype(np.float32), batch_size=500, verbose=0), axis=1)
-    per_class = {c: float(np.mean(pred[test.labels == i] == i)) for i, c in enumerate(CLASSES)}
-    return {"test_accuracy": float(np.mean(pred == test.labels)), "test_images": int(len(test)),
-            "per_class_accuracy": per_class}
+    s = score(test.labels, pred)
+    return {"test_accuracy": s["accuracy"], "test_images": s["images"],
+            "per_class_accuracy": dict(zip(CLASSES, s["per_class_accuracy"]))}
 
 
-def train(cfg, run_dir: Path, resume=False):
-    """Train per `cfg`, writing everything into `run_dir`; returns the run's metrics dict."""
+# ---------------------------------------------------------------- the run
+
+def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
+    """Train per `cfg`, writing everything into `run_dir`; returns the run's metrics dict, or None
+    when `stop_after_s` ended this stretch early (the run folder resumes it)."""
     t_start = time.perf_counter()
-    tcfg, recipe = cfg["train"], recipe_mod.resolve(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_mod.write_resolved(cfg, run_dir)
-    keras.utils.set_random_seed(int(tcfg["seed"]))
+    seed = cfg.train.seed
+    marker = read_marker(run_dir) if resume else None
+    data, data_sha, data_from = training_data(cfg, marker["data_sha256"] if marker else None)
+    (x_fit, y_fit), (x_val, y_val) = _split_train_val(data, cfg.recipe.val_size, cfg.recipe.subset, seed)
+    say(f"data: {len(y_fit)} training, {len(y_val)} validation images from {data_from} "
+        f"({time.perf_counter() - t_start:.1f}s)", flush=True)
 
-    source = resolve_source(str(config_mod.project_path(cfg["data"]["source"])))
-    data = load_cifar10(source)
-    (x_fit, y_fit), (x_val, y_val) = _split_train_val(
-        data["train"], int(recipe["val_size"]), int(recipe.get("subset", 0)), int(tcfg["seed"]))
-    t_data = time.perf_counter() - t_start
-    print(f"data: {len(y_fit)} training, {len(y_val)} validation images from {source} ({t_data:.1f}s)", flush=True)
-
-    policy = _policy(tcfg.get("mixed_precision", "auto"))
+    policy = policy_for(cfg.train.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
-    scope, replicas = _distribution(bool(tcfg.get("data_parallel")))
-    batch = int(recipe["batch_size"])
+    scope, replicas = _distribution(cfg.train.data_parallel)
+    batch = cfg.recipe.batch_size
     if batch % replicas:
         raise PipelineError(f"batch size {batch} does not split evenly over {replicas} replicas")
     steps_per_epoch = math.ceil(len(y_fit) / batch)
+
+    plan = None
+    if cfg.train.time_budget and not resume:
+        with scope:
+            ips, trace_s = budget.measure_images_per_s(
+                lambda: build_trainable(cfg.model.preset, cfg.recipe, steps_per_epoch, seed=seed),
+                x_fit.astype(np.float32), _one_hot(y_fit), batch, feed)
+        cfg, plan = budget.plan(cfg, config_mod.parse_duration(cfg.train.time_budget, "train.time_budget"),
+                                time.perf_counter() - t_start, ips, trace_s, len(y_fit), len(y_val))
+        say(f"plan: {plan['images_per_s']:.0f} img/s measured -> ~{plan['epoch_s_estimate']:.0f} s per epoch; "
+            f"{plan['epochs']} epochs fit the {cfg.train.time_budget} budget (one-cycle sized to them), "
+            f"~{plan['estimated_total_s'] / 60:.0f} min in all", flush=True)
+    recipe = cfg.recipe
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker = write_marker(run_dir, cfg, data_sha, plan)  # first: the folder is a run from here on
+        config_mod.write_resolved(cfg, run_dir)
+    keras.utils.set_random_seed(seed)
     with scope:
-        net = build_preset(cfg["model"]["preset"], l2=float(recipe["l2"]))
-        image = keras.Input(shape=net.input_shape[1:], name="image")
-        wrapper = keras.Model(image, net(Augment(cutout=int(recipe["cutout"]), seed=int(tcfg["seed"]))(image)),
-                              name="train_wrapper")
-        wrapper.compile(optimizer=recipe_mod.optimizer(recipe, steps_per_epoch), loss=recipe_mod.loss(recipe),
-                        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                        steps_per_execution=int(tcfg.get("steps_per_execution", 1)))
+        net, wrapper = build_trainable(cfg.model.preset, recipe, steps_per_epoch, seed=seed,
+                                       steps_per_execution=cfg.train.steps_per_execution)
     env = {**report.environment(), "policy": policy,
            "distribution": {"replicas": replicas, "global_batch": batch, "per_replica_batch": batch // replicas}}
-    atomic.write_json(run_dir / "environment.json", env)
-    print(f"model: {cfg['model']['preset']} ({net.count_params():,} params), backend {env['backend']}, "
-          f"policy {policy}, {replicas} replica(s) x {batch // replicas} images", flush=True)
+    atomic.write_json(run_dir / ("environment.json" if not resume else f"environment.resume-{int(time.time())}.json"),
+                      env)
+    say(f"model: {cfg.model.preset} ({net.count_params():,} params), backend {env['backend']}, "
+        f"policy {policy}, {replicas} replica(s) x {batch // replicas} images, {recipe.epochs} epochs", flush=True)
 
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),  # --resume continues from the last epoch
-        EpochTimer(),
-        AtomicCheckpoint(net, run_dir, best_so_far=_best_so_far(run_dir) if resume else -math.inf),
+    done = backed_up_epochs(run_dir) if resume else 0
+    if resume:
+        _trim_history(run_dir, done)
+        say(f"resume: {run_dir.name} (run {marker['run_id'][:8]}) from epoch {done + 1} of {recipe.epochs}",
+            flush=True)
+    callbacks = [EpochTimer()]
+    if recipe.ema:
+        callbacks.append(keras.callbacks.SwapEMAWeights())  # validation on the averaged weights
+    callbacks += [
+        AtomicCheckpoint(net, run_dir, best_so_far=_best_so_far(run_dir) if resume else -math.inf,
+                         ema=bool(recipe.ema)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+        Progress(recipe.epochs, steps_per_epoch, batch, len(y_fit), say=lambda m: say(m, flush=True)),
         keras.callbacks.TerminateOnNaN(),
+        *([StopAfter(stop_after_s, t_start)] if stop_after_s else []),
+        AtomicBackupAndRestore(str(run_dir / "backup"), say=lambda m: say(m, flush=True)),  # last: an epoch is done once all above are on disk
     ]
     t_fit = time.perf_counter()
-    wrapper.fit(x_fit.astype(np.float32), _one_hot(y_fit), batch_size=batch, epochs=int(recipe["epochs"]),
-                validation_data=(x_val.astype(np.float32), _one_hot(y_val)) if len(y_val) else None,
-                callbacks=callbacks, verbose=1 if os.isatty(1) else 2, shuffle=True)
+    wrapper.fit(**feed(x_fit.astype(np.float32), _one_hot(y_fit), batch, shuffle_seed=seed),
+                epochs=recipe.epochs, validation_data=validation(x_val, y_val, batch), callbacks=callbacks,
+                verbose=0)
     fit_seconds = time.perf_counter() - t_fit
 
     history = report.write_history(run_dir)
     report.plot_curves(history, run_dir / "curves.png",
-                       f"{cfg['model']['preset']} / {tcfg['preset']} on CIFAR-10 (JPEG q75 copy)")
+                       f"{cfg.model.preset} / {cfg.train.preset} on CIFAR-10 (JPEG q75 copy)")
     bad = [i for i, v in enumerate(history.get("loss", [])) if not math.isfinite(v)]
-    if bad or len(history.get("loss", [])) < int(recipe["epochs"]):
+    if not bad and stop_after_s and len(history.get("loss", [])) < recipe.epochs:
+        say(f"stretch over: {len(history['loss'])}/{recipe.epochs} epochs done", flush=True)
+        return None
+    if bad or len(history.get("loss", [])) < recipe.epochs:
         where = f"epoch {bad[0] + 1}" if bad else "an unfinished epoch"
         kept = "best.h5 kept" if (run_dir / "best.h5").exists() else "no checkpoint was written"
         raise PipelineError(f"{run_dir}: loss became NaN or infinite at {where}; training stopped ({kept})")
 
-    if recipe.get("ema"):  # swap the averaged weights in for the final checkpoint
-        wrapper.optimizer.finalize_variable_values(wrapper.trainable_variables)
-        with atomic.atomic_path(run_dir / "last.h5", suffix=".h5") as tmp:
-            net.save(tmp)
     best_path = run_dir / ("best.h5" if (run_dir / "best.h5").exists() else "last.h5")
     best = keras.models.load_model(best_path, compile=False, safe_mode=True)
+    epoch_s = history["epoch_seconds"]
     metrics = {**test_metrics(best, evalset.load_test(cfg)), "checkpoint": best_path.name,
                "best_val_accuracy": max(history.get("val_accuracy", [float("nan")])),
-               "epochs": len(history["loss"]), "preset": tcfg["preset"], "model": cfg["model"]["preset"],
-               "params": net.count_params(), "data_sha256": atomic.sha256_tree(source) if source != "download" else None,
-               "timings": {"data_seconds": t_data, "fit_seconds": fit_seconds,
-                           "first_epoch_seconds": history["epoch_seconds"][0],
-                           "median_epoch_seconds": float(np.median(history["epoch_seconds"][1:] or
-                                                                   history["epoch_seconds"])),
-                           "total_seconds": time.perf_counter() - t_start}}
+               "epochs": len(history["loss"]), "optimizer_steps": int(wrapper.optimizer.iterations),
+               "steps_per_epoch": steps_per_epoch, "preset": cfg.train.preset, "model": cfg.model.preset,
+               "params": net.count_params(), "data_sha256": data_sha, "run_id": marker["run_id"], "policy": policy,
+               "timings": {"fit_seconds_this_stretch": fit_seconds,
+                           "train_seconds_all_epochs": float(sum(epoch_s)),
+                           "first_epoch_seconds": epoch_s[0],
+                           "median_epoch_seconds": float(np.median(epoch_s[1:] or epoch_s)),
+                           "total_seconds_this_stretch": time.perf_counter() - t_start}}
     atomic.write_json(run_dir / "metrics.json", metrics)
-    print(f"done: {best_path} test accuracy {metrics['test_accuracy']:.4f} on CIFAR-10 (JPEG q75 copy), "
-          f"{metrics['timings']['total_seconds']:.0f}s in all", flush=True)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing left to resume
+    say(f"done: {best_path} test accuracy {metrics['test_accuracy']:.4f} on CIFAR-10 (JPEG q75 copy), "
+        f"{metrics['timings']['train_seconds_all_epochs'] / 3600:.2f} h of training in all", flush=True)
     return metrics

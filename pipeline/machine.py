@@ -7,7 +7,8 @@ from pathlib import Path
 # The flags that decide which kernels runtimes pick (XNNPACK, oneDNN, MLAS).
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
-LIBRARIES = ("tensorflow", "keras", "onnxruntime", "onnx", "tf2onnx", "ai-edge-litert", "numpy")
+LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy",
+             "tensorflow-model-optimization", "tf-keras", "jax")
 
 
 def cores():
@@ -35,14 +36,26 @@ def _cpuinfo():
 def describe():
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    versions = {}
-    for lib in LIBRARIES:
-        try:
-            versions[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            versions[lib] = None
+    versions = library_versions()
     return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
             "cores": cores(), "logical_cpus_host": os.cpu_count(), "machine": platform.machine(),
             "cpu_mhz": info.get("cpu MHz"), "cache": info.get("cache size"),
             "isa_flags": [f for f in ISA_FLAGS if f in flags],
             "os": platform.platform(), "python": platform.python_version(), "libraries": versions}
+
+
+def native_bf16():
+    """Whether this CPU computes bfloat16 dot products in hardware (oneDNN uses them)."""
+    flags = set((_cpuinfo().get("flags") or "").split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def library_versions(names=LIBRARIES):
+    """{distribution: version or None}: one place that asks."""
+    out = {}
+    for lib in names:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
