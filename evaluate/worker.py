@@ -46,7 +46,7 @@ def run_probe(job):
 
 def main(job_path, result_path):
     from pipeline import atomic
-    from pipeline.errors import PipelineError
+    from pipeline.errors import PipelineError, first_line
 
     job = json.loads(Path(job_path).read_text())
     t0 = time.perf_counter()
@@ -56,8 +56,7 @@ def main(job_path, result_path):
         result = {"error": str(exc)}
     except Exception as exc:  # an unexpected runtime error is still this artifact's failure only
         traceback.print_exc()
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        result = {"error": f"{job.get('entry', {}).get('name', 'probe')}: {type(exc).__name__}: {first}"}
+        result = {"error": f"{job.get('entry', {}).get('name', 'probe')}: {type(exc).__name__}: {first_line(exc)}"}
     result["wall_s"] = round(time.perf_counter() - t0, 3)
     atomic.write_json(result_path, result)
 

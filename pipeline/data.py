@@ -142,6 +142,8 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except PipelineError:
         raise
+    except Image.UnidentifiedImageError:  # its message is the repr of our in-memory buffer
+        raise PipelineError(f"{where}: not an image format Pillow recognises") from None
     except Exception as exc:  # Pillow raises many types for bad files
         raise PipelineError(f"{where}: not a readable image ({type(exc).__name__}: {first_line(exc)})") from None
     return arr

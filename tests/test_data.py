@@ -515,6 +515,7 @@ def test_bad_inputs_one_line_errors(tmp_path, folder_files):
             load_cifar10(source, progress=False)
         msg = str(e.value)
         assert "\n" not in msg, (name, msg)
+        assert "object at 0x" not in msg, (name, msg)  # no internals in a user's error
         assert msg.startswith(str(source)), (name, msg)
         for w in words:
             assert w in msg, (name, w, msg)

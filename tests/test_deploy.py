@@ -357,3 +357,91 @@ def test_serving_default_answers_the_rest_request_json(exported, image_files, ke
     probs = np.array(json.loads(json.dumps(response))["predictions"])
     assert probs.shape == (len(files), 10)
     np.testing.assert_allclose(probs, keras_probs, atol=1e-5)
+
+
+# ---------------------------------------------------------------- hostile manifests and labels
+
+def _hostile_copy(exported, tmp_path, change):
+    """A copy of the exported folder whose manifest (a dict) `change` edits in place."""
+    import shutil
+    folder = tmp_path / "hostile"
+    shutil.copytree(exported.parent, folder)
+    data = json.loads((folder / "manifest.json").read_text())
+    change(data, folder)
+    (folder / "manifest.json").write_text(json.dumps(data))
+    return folder / "manifest.json"
+
+
+def _set_path(name, path):
+    def change(data, folder):
+        manifest.find(data, name)["path"] = path
+    return change
+
+
+@pytest.mark.parametrize("how, change, words", [
+    ("parent path", _set_path("tflite_int8", "../outside.tflite"), "leaves the manifest's folder"),
+    ("absolute path", _set_path("tflite_int8", "/etc/passwd"), "leaves the manifest's folder"),
+    ("labels elsewhere", lambda d, f: d["labels"].update(path="../labels.txt"), "labels: path '../labels.txt'"),
+    ("symlink out", lambda d, f: (f / "model_int8.tflite").unlink() or
+     (f / "model_int8.tflite").symlink_to(f.parent / "outside.tflite"), "is a link to"),
+    ("labels swapped", lambda d, f: (f / "labels.txt").write_text("automobile\nairplane\n" + "\n".join(
+        ["bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]) + "\n"), "labels: labels.txt sha256"),
+    ("labels re-hashed", lambda d, f: ((f / "labels.txt").write_text("\n".join(reversed(d["classes"])) + "\n"),
+                                       d["labels"].update(sha256=atomic.sha256_file(f / "labels.txt"))),
+     "does not list the manifest's classes in order"),
+])
+def test_predict_and_mobile_refuse_a_hostile_manifest(exported, image_files, tmp_path, how, change, words):
+    import shutil
+    shutil.copy(exported.parent / "model_int8.tflite", tmp_path / "outside.tflite")
+    (tmp_path / "labels.txt").write_text("x\n" * 10)
+    hostile = _hostile_copy(exported, tmp_path, change)
+    r = run_py("-m", "pipeline", "predict", "--manifest", hostile, image_files / "png")
+    assert r.returncode == 1 and r.stdout == "", (how, r.stdout)
+    assert len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, (how, r.stderr)
+    r = run_py("-m", "export.mobile", "--manifest", hostile, "--out", tmp_path / "bundle")
+    assert r.returncode == 1 and words in r.stderr and not (tmp_path / "bundle").exists(), (how, r.stderr)
+
+
+def test_onnx_example_errors_are_one_line(exported, image_files, tmp_path):
+    example = ROOT / "examples" / "onnxruntime_cpu.py"
+    (tmp_path / "bad.json").write_text("{nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "labels.txt").write_text("\n".join(manifest.read(exported)["classes"]) + "\n")
+    small = tmp_path / "small.onnx"
+    import onnx
+    from onnx import TensorProto, helper
+    node = helper.make_node("Identity", ["image"], ["probabilities"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 28, 28, 3])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 28, 28, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), small)
+    hostile = _hostile_copy(exported, tmp_path, _set_path("onnx_fp32", "../small.onnx"))
+    cases = [(["--manifest", tmp_path / "bad.json"], "not a readable export manifest"),
+             (["--model", tmp_path / "missing.onnx"], "missing.onnx: no such model file"),
+             (["--model", small], "expected float [batch, 32, 32, 3]"),
+             (["--manifest", exported, "--artifact", "tflite_int8"], "not onnx"),
+             (["--manifest", hostile], "leaves the manifest's folder")]
+    for args, words in cases:
+        r = run_py(example, *args, image_files / "png", block_tf=True)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, (args, r.stderr)
+    r = run_py(example, "--manifest", exported, tmp_path / "empty", block_tf=True)
+    assert r.returncode == 1 and "no PNG or JPEG files in" in r.stderr
+
+
+def test_mobile_example_errors_are_one_line(image_files, tmp_path):
+    r = run_py(ROOT / "examples" / "litert_mobile.py", "--bundle", tmp_path / "nope", image_files / "png")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: not a mobile bundle "
+                                             f"({tmp_path / 'nope' / 'model_spec.json'} is missing); "
+                                             "build one with `python -m export.mobile`"]
+
+
+def test_an_internal_error_says_so_and_where_the_trace_is(tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text("import sys\nsys.path.insert(0, %r)\nfrom pipeline.errors import fail_cleanly\n"
+                      "@fail_cleanly\ndef main():\n    return {}['x']\nmain()\n" % str(ROOT))
+    r = run_py(script)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith("error: internal error (KeyError: 'x'); this is a bug, the full trace is in ")
+    assert "Traceback" in Path(line.rsplit(" ", 1)[1]).read_text()

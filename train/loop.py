@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline import atomic, config as config_mod, evalset, machine
+from pipeline import atomic, checkpoint, config as config_mod, evalset, machine
 from pipeline.data import cached_by_hash, load_cifar10, resolve_source, source_sha256
 from pipeline.errors import PipelineError
 from pipeline.model import CLASSES, build_preset
@@ -283,7 +283,7 @@ def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
         raise PipelineError(f"{run_dir}: loss became NaN or infinite at {where}; training stopped ({kept})")
 
     best_path = run_dir / ("best.h5" if (run_dir / "best.h5").exists() else "last.h5")
-    best = keras.models.load_model(best_path, compile=False, safe_mode=True)
+    best, _ = checkpoint.load(best_path)  # as export will load it: float32, nothing from the file runs
     epoch_s = history["epoch_seconds"]
     metrics = {**test_metrics(best, evalset.load_test(cfg)), "checkpoint": best_path.name,
                "best_val_accuracy": max(history.get("val_accuracy", [float("nan")])),
