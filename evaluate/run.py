@@ -17,6 +17,7 @@ import numpy as np
 
 from evaluate import baseline, gates, report
 from pipeline import machine
+from pipeline.artifacts import REFERENCE
 from pipeline.scoring import score
 from pipeline import atomic, config as config_mod
 from pipeline import evalset
@@ -185,7 +186,7 @@ def evaluate_all(cfg, latency=True, gates_on=True, progress=print):
             timings[f"artifact_{row['name']}_s"] = row.get("wall_s")
         probe("after")
 
-    reference = top1.get(gates.REFERENCE)
+    reference = top1.get(REFERENCE)
     ref_score = score(labels, reference) if reference is not None else None
     flops = next((r.get("flops_per_image") for r in rows if r.get("flops_per_image")), None)
     for row in rows:

@@ -53,8 +53,6 @@ _ROWS = (
 )
 
 ARTIFACTS = {row.name: row for row in _ROWS}
-FORMATS = tuple(dict.fromkeys(row.format for row in _ROWS))
-PRECISIONS = tuple(dict.fromkeys(row.precision for row in _ROWS))
 REFERENCE = "keras"  # the artifact every other one is compared with
 
 

@@ -157,8 +157,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model._initial_epoch = epochs
             opt = self.model.optimizer
             if self.say:  # the schedule is a function of this step count, so it continues where it was
-                self.say(f"restored epoch {epochs}: optimizer step {int(opt.iterations)}, "
-                         f"learning rate {float(opt.learning_rate):.6g}")
+                step = int(keras.ops.convert_to_numpy(opt.iterations))  # a MirroredVariable under tf.distribute
+                lr = float(keras.ops.convert_to_numpy(opt.learning_rate))
+                self.say(f"restored epoch {epochs}: optimizer step {step}, learning rate {lr:.6g}")
 
 
 EPOCH_ATTR = "cifar_edge_epochs_done"

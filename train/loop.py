@@ -287,7 +287,7 @@ def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
     epoch_s = history["epoch_seconds"]
     metrics = {**test_metrics(best, evalset.load_test(cfg)), "checkpoint": best_path.name,
                "best_val_accuracy": max(history.get("val_accuracy", [float("nan")])),
-               "epochs": len(history["loss"]), "optimizer_steps": int(wrapper.optimizer.iterations),
+               "epochs": len(history["loss"]), "optimizer_steps": int(keras.ops.convert_to_numpy(wrapper.optimizer.iterations)),
                "steps_per_epoch": steps_per_epoch, "preset": cfg.train.preset, "model": cfg.model.preset,
                "params": net.count_params(), "data_sha256": data_sha, "run_id": marker["run_id"], "policy": policy,
                "timings": {"fit_seconds_this_stretch": fit_seconds,
