@@ -25,6 +25,12 @@ def build_parser():
                    help="batch-1 runs timed per thread count, after warm-up")
     p.add_argument("--baseline", dest="evaluate.baseline", metavar="EVALUATION_JSON",
                    help="compare with an earlier report: fail on an accuracy regression, write diff.md")
+    p.add_argument("--profile", dest="evaluate.profile", action="store_const", const=True,
+                   help="also profile each artifact at batch 1 / 1 thread with its runtime's own profiler: "
+                        "top operators by time in the report")
+    p.add_argument("--calibration-sweep", action="store_true",
+                   help="also re-quantize onnx_fp32 with each calibration method and 25-1000 calibration images "
+                        "and score each on the test split: reports/calibration_sweep.{md,png} (~5 min)")
     p.add_argument("--no-latency", action="store_true", help="accuracy and throughput only")
     p.add_argument("--no-gates", action="store_true",
                    help="report only: check no gate (the exit status then says nothing about accuracy)")
@@ -44,6 +50,9 @@ def main(argv=None):
     console.start_tensorflow(args.verbose)
     from evaluate.run import evaluate_all
     result = evaluate_all(cfg, latency=not args.no_latency, gates_on=not args.no_gates)
+    if args.calibration_sweep:
+        from evaluate import calibration_sweep
+        calibration_sweep.run(cfg)
     for line in result["gate_failures"]:
         print(line, file=sys.stderr)
     if not result["passed"]:

@@ -8,7 +8,7 @@ agreement, size and latency (machines differ and are noisy).
 from pipeline import config as config_mod
 from pipeline.errors import PipelineError
 
-SCHEMA_VERSIONS = (2,)
+SCHEMA_VERSIONS = (2, 3)  # what compare() reads (artifacts, accuracies) is the same in both
 
 
 def load(path):

@@ -5,11 +5,14 @@ For every artifact, always:
                - max_drop_pp_<kind>; with no reference accuracy in the manifest this gate fails and says why
   status       the artifact loaded and ran
 For the `keras` artifact: accuracy >= reference accuracy - reference_tolerance_pp.
+For every .tflite: mobile_ready, the readiness checks export recorded in the manifest
+(export.mobile_checks) that [gates] mobile_checks requires; a check that could not run fails.
 When `keras` was exported, for every other artifact: the drop against it <= max_drop_pp_<kind>
 and top-1 agreement >= min_agreement_<kind> (same images, so also valid on a --limit subset).
 Latency is reported, never gated: shared CI machines are too noisy for it.
 A failed gate prints `GATE FAILED: <artifact> <metric> = <value> (threshold <t>)`.
 """
+from export.mobile_checks import failures as mobile_failures
 from pipeline.artifacts import REFERENCE
 
 
@@ -36,6 +39,12 @@ def check(rows, gates_cfg, reference, test_images, full_test_set):
         if row["status"] != "ok":
             results.append(_gate(name, "status", row["status"], "ok", False, row.get("error")))
             continue
+        if row.get("format") == "tflite" and gates_cfg.mobile_checks:
+            record = row.get("mobile_ready")
+            lines = mobile_failures(record, gates_cfg.mobile_checks) if record else \
+                ["the manifest records no mobile-readiness checks (export again)"]
+            results.append(_gate(name, "mobile_ready", "; ".join(lines) or "ok", list(gates_cfg.mobile_checks),
+                                 not lines))
         acc, kind = row["accuracy"], row["kind"]
         max_drop = getattr(gates_cfg, f"max_drop_pp_{kind}")
         if card is None:

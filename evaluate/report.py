@@ -4,6 +4,7 @@ Every file is written to a temp path and renamed, so a reader never sees half a 
 """
 from pathlib import Path
 
+from evaluate import layer_report
 from pipeline import atomic
 from pipeline import config as config_mod
 from pipeline.model import CLASSES
@@ -14,9 +15,60 @@ def _fmt(value, spec, missing="-"):
 
 
 def _share(row):
-    """Share of peak at batch 1 / 1 thread and at the throughput batch / all cores."""
-    g = row.get("gflops") or {}
-    return " / ".join(f"{v['share_of_peak'] * 100:.0f}%" for v in g.values()) or "-"
+    """Share of its precision's peak at batch 1 / 1 thread, batch 1 / all cores, the throughput batch."""
+    cells = [f"{v['share_of_peak'] * 100:.0f}%" if v.get("share_of_peak") is not None else "above probe*"
+             for v in (row.get("gflops") or {}).values()]
+    return " / ".join(cells) or "-"
+
+
+def _peaks(result):
+    peak = result["peak_gops"]
+    return "; ".join(f"{p} ({peak['isa'][p]}): " + ", ".join(f"{g} G{'FL' if p == 'fp32' else ''}OP/s at {t}T"
+                                                               for t, g in peak[p].items())
+                     for p in ("fp32", "int8"))
+
+
+def _mobile_section(result):
+    """The readiness checks export recorded for every .tflite (gated by [gates] mobile_checks)."""
+    rows = [r for r in result["artifacts"] if r["format"] == "tflite"]
+    if not rows:
+        return []
+    lines = ["", "## Mobile readiness (checked at export)", "",
+             "| artifact | builtin ops only | input / output | integer I/O | GPU delegate |", "|---|---|---|---|---|"]
+    why = set()
+    for r in rows:
+        m = r.get("mobile_ready")
+        if not m:
+            lines.append(f"| {r['name']} | not recorded (export again) | | | |")
+            continue
+        gpu = {True: "compatible", False: "incompatible: " + ", ".join(o["op"] for o in m["gpu_incompatible_ops"] or []),
+               None: "not checked*"}[m["gpu_compatible"]]
+        why.add(m.get("gpu_unchecked_why"))
+        builtin = "yes" if m["builtin_ops_only"] else "no: " + ", ".join(m["custom_ops"])
+        lines.append(f"| {r['name']} | {builtin} | {m['input_dtype']} / {m['output_dtype']} "
+                     f"| {({None: 'n/a (float kind)', True: 'yes', False: '**no**'})[m['integer_io']]} | {gpu} |")
+    lines += [""] + [f"\\* {w}." for w in sorted(w for w in why if w)]
+    return lines
+
+
+def _profile_section(result):
+    """--profile: each artifact's top operators by time, as its runtime's profiler reports them."""
+    rows = [r for r in result["artifacts"] if r.get("profile")]
+    if not rows:
+        return []
+    lines = ["", "## Where the time goes (--profile: batch 1, 1 thread, the runtime's own profiler)", ""]
+    for r in rows:
+        p = r["profile"]
+        if "unavailable" in p:
+            lines += ["", f"- `{r['name']}`: not profiled: {p['unavailable']}."]
+            continue
+        lines += ["", f"`{r['name']}`: {p['tool']}, {p['runs']} runs, kernels {p['kernel_ms_per_run']:.3f} ms per run.",
+                  "", "| operator type | ms per run | share | | top node | type | ms per run | share |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for t, n in zip(p["by_op_type"] + [None] * len(p["top_nodes"]), p["top_nodes"]):
+            left = f"{t['op_type']} | {t['ms_per_run']:.3f} | {t['share']:.0%}" if t else " | | "
+            lines.append(f"| {left} | | `{n['node']}` | {n['op_type']} | {n['ms_per_run']:.3f} | {n['share']:.0%} |")
+    return lines
 
 
 def markdown(result):
@@ -29,12 +81,11 @@ def markdown(result):
         f"ISA {' '.join(m['isa_flags'])}; " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v) + ".",
         "",
         f"Model: {_fmt(result['flops_per_image'] and result['flops_per_image'] / 1e6, '.1f')} MFLOP per image "
-        f"(counted from the graph). CPU peak (float32 matmul): "
-        + ", ".join(f"{g} GFLOP/s at {t} thread(s)" for t, g in result["peak_gflops"].items()) + ".",
+        f"(counted from the graph). CPU peak, best dense matmul per precision: " + _peaks(result) + ".",
         "",
         f"| artifact | format | precision | size MB | accuracy | diff pp | agreement | p50 ms (1T) "
         f"| p99 ms (1T) | p50 ms ({all_t}T) | load s | img/s (batch) "
-        f"| share of peak (1T b1 / {all_t}T b1 / {all_t}T batch) "
+        f"| share of its precision's peak (1T b1 / {all_t}T b1 / {all_t}T batch) "
         f"| peak RSS MB | status |",
         "|" + "---|" * 15,
     ]
@@ -66,10 +117,18 @@ def markdown(result):
         lines += [f"- {f}" for f in result["gate_failures"]]
     else:
         lines.append(f"All {len(result['gates'])} gates passed.")
+    lines += _mobile_section(result)
+    if any(r.get("layer_error") for r in result["artifacts"]):
+        lines += ["", "## Per-layer quantization error", "",
+                  "Where each int8 artifact loses precision, layer by layer: [layer_error.md](layer_error.md).", "",
+                  "![per-layer SQNR](layer_error.png)"]
+    lines += _profile_section(result)
     lines += ["", "Latency is reported, never gated. p50/p99: batch-1 latency after warm-up; 1T = one thread. "
               "Accuracy differences and agreement are against the `keras` artifact. Share of peak = graph "
-              "FLOPs / time over the matmul peak at the same thread count; above 100% means the runtime does "
-              "fewer arithmetic operations than the graph states (e.g. Winograd convolutions).",
+              "FLOPs / time over the peak of the precision the artifact computes in (int8 kinds: the uint8 x "
+              "int8 matmul peak; the rest: float32), at the same thread count. *above probe: faster than the "
+              "probe's best matmul, so the probe missed this CPU's peak (or the runtime skips work the graph "
+              "states, e.g. Winograd convolutions); no share is claimed.",
               "", "![accuracy vs latency](accuracy_vs_latency.png)", "",
               "![reference confusion matrix](confusion_reference.png)", ""]
     return "\n".join(lines)
@@ -125,6 +184,7 @@ def write(result, report_dir, cfg=None):
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     charts(result, report_dir)
+    layer_report.write(result, report_dir)
     atomic.write_text(report_dir / "evaluation.md", markdown(result))
     atomic.write_json(report_dir / "evaluation.json", result)  # last: its presence means a complete report
     if cfg is not None:

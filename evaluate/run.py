@@ -24,7 +24,7 @@ from pipeline import evalset
 from pipeline import manifest as manifest_mod
 from pipeline.errors import PipelineError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: peak_gops per precision (fp32, int8) replaces the float32-only peak_gflops
 
 
 def _thread_counts(configured):
@@ -70,7 +70,8 @@ def _spawn(job, workdir, tag, timeout_s):
 def _row(entry):
     return {"name": entry["name"], "format": entry["format"], "precision": entry["precision"],
             "kind": entry["kind"], "path": entry["path"], "bytes": entry["bytes"], "size_mb": round(entry["bytes"] / 1e6, 3),
-            "status": "ok", "error": None}
+            "status": "ok", "error": None,
+            **{k: entry[k] for k in ("mobile_ready", "layer_error") if k in entry}}
 
 
 def evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, ev, latency, progress):
@@ -92,7 +93,8 @@ def evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, 
         job = {"kind": "artifact", "entry": entry, "path": str(path), "threads": threads,
                "images": str(images_npy), "accuracy": scoring, "flops": scoring,
                "batch": ev.throughput_batch, "predictions": str(workdir / f"{entry['name']}.npy"),
-               "warmup_runs": ev.warmup_runs, "latency_runs": ev.latency_runs if latency else 0}
+               "warmup_runs": ev.warmup_runs, "latency_runs": ev.latency_runs if latency else 0,
+               "profile_runs": ev.profile_runs if ev.profile and threads == min(thread_counts) else 0}
         progress(f"  {entry['name']}: {'scoring + ' if scoring else ''}"
                  f"{'latency ' if latency else ''}at {threads} thread{'s' * (threads > 1)}")
         result = _spawn(job, workdir, f"{entry['name']}.t{threads}", ev.worker_timeout_s)
@@ -104,23 +106,37 @@ def evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, 
     scored = row["latency_by_threads"][str(all_cores)]
     row["throughput"] = scored.pop("throughput")
     row["flops_per_image"] = scored.pop("flops_per_image", None)
+    profiled = [r.pop("profile") for r in row["latency_by_threads"].values() if "profile" in r]
+    if profiled:
+        row["profile"] = profiled[0]
     return row, np.load(workdir / f"{entry['name']}.npy")
 
 
 def _add_peak_share(row, flops, peak, thread_counts):
-    """Achieved GFLOP/s = graph FLOPs / time; its share of the matmul peak at the same thread count."""
+    """Achieved G(FL)OP/s = graph FLOPs / time, over the peak of the precision the artifact computes in
+    (int8 kinds: the int8 matmul peak; the rest: float32) at the same thread count.
+
+    A share above 100% would mean the probe missed the CPU's real peak (or the runtime skips work the
+    graph states): it is recorded as None with `above_peak`, never printed as a percentage.
+    """
     if not flops or row["status"] != "ok":
         return
+    precision = "int8" if row["kind"] == "int8" else "fp32"
+    peaks = peak.get(precision) or {}
     row["gflops"] = {}
+
+    def add(label, achieved, t):
+        if peaks.get(t):
+            share = achieved / peaks[t]
+            row["gflops"][label] = {"gflops": round(achieved, 2), "peak": precision,
+                                    "share_of_peak": round(share, 4) if share <= 1 else None,
+                                    **({"above_peak": round(share, 4)} if share > 1 else {})}
+
     for t, measured in row["latency_by_threads"].items():
-        if "batch1_ms" in measured and peak.get(t):
-            g = flops / (measured["batch1_ms"]["p50"] / 1000) / 1e9
-            row["gflops"][f"batch1_{t}t"] = {"gflops": round(g, 2), "share_of_peak": round(g / peak[t], 4)}
-    t = str(max(thread_counts))
-    if peak.get(t):
-        g = flops * row["throughput"]["images_per_s"] / 1e9
-        row["gflops"][f"batch{row['throughput']['batch']}_{t}t"] = {"gflops": round(g, 2),
-                                                                    "share_of_peak": round(g / peak[t], 4)}
+        if "batch1_ms" in measured:
+            add(f"batch1_{t}t", flops / (measured["batch1_ms"]["p50"] / 1000) / 1e9, t)
+    add(f"batch{row['throughput']['batch']}_{max(thread_counts)}t",
+        flops * row["throughput"]["images_per_s"] / 1e9, str(max(thread_counts)))
 
 
 def evaluate_all(cfg, latency=True, gates_on=True, progress=print):
@@ -157,20 +173,21 @@ def evaluate_all(cfg, latency=True, gates_on=True, progress=print):
         images_npy = workdir / "images.npy"
         np.save(images_npy, np.ascontiguousarray(images))
 
-        peak = {}
+        peak = {"fp32": {}, "int8": {}, "isa": {p: machine.isa_for(p) for p in ("fp32", "int8")}}
 
         def probe(when):
-            """Best matmul GFLOP/s per thread count, kept as the max over probes (before and after the
-            artifacts): on a shared machine, a busy neighbour (or SMT sibling) only ever lowers it."""
+            """Best matmul rate per precision and thread count, kept as the max over probes (before and
+            after the artifacts): on a shared machine, a busy neighbour only ever lowers it."""
             t0 = time.perf_counter()
             for t in thread_counts:
                 result = _spawn({"kind": "probe", "threads": t, "seconds": ev.peak_probe_s},
                                 workdir, f"probe.{when}.t{t}", 120)
-                if result.get("gflops"):
-                    peak[str(t)] = max(peak.get(str(t)) or 0, result["gflops"])
+                for precision, gops in (result.get("gops") or {}).items():
+                    peak[precision][str(t)] = max(peak[precision].get(str(t)) or 0, gops)
             timings[f"peak_probe_{when}_s"] = round(time.perf_counter() - t0, 2)
-            progress(f"peak probe {when} (float32 matmul): "
-                     + ", ".join(f"{g} GFLOP/s at {t} thread(s)" for t, g in peak.items()))
+            progress(f"peak probe {when}: " + "; ".join(
+                f"{p} ({peak['isa'][p]}) " + ", ".join(f"{g} G/s at {t}T" for t, g in peak[p].items())
+                for p in ("fp32", "int8")))
 
         probe("before")
 
@@ -213,7 +230,7 @@ def evaluate_all(cfg, latency=True, gates_on=True, progress=print):
         "manifest": str(ev.manifest), "source_checkpoint": manifest["source_checkpoint"],
         "classes": result_classes, "test_images": n, "full_test_set": n == len(test), "threads": thread_counts,
         "latency_measured": latency, "machine": machine.describe(),
-        "flops_per_image": flops, "peak_gflops": peak, "reference": reference,
+        "flops_per_image": flops, "peak_gops": peak, "reference": reference,
         "calibration": manifest.get("calibration"), "gates_checked": gates_on,
         "artifacts": rows, "timings": timings,
     }

@@ -35,13 +35,16 @@ def run_artifact(job):
     if job.get("flops") and entry["format"] == "keras":
         from evaluate.flops import count_flops
         out["flops_per_image"] = count_flops(runner.model)
-    out["peak_rss_mb"] = latency.peak_rss_mb()
+    out["peak_rss_mb"] = latency.peak_rss_mb()  # before the profiler's own session
+    if job.get("profile_runs"):
+        from evaluate.profile import profile
+        out["profile"] = profile(entry, job["path"], threads, images[0], job["profile_runs"])
     return out
 
 
 def run_probe(job):
-    from evaluate.flops import peak_gflops
-    return {"threads": job["threads"], "gflops": peak_gflops(job.get("seconds", 1.0))}
+    from evaluate.flops import peak_gops
+    return {"threads": job["threads"], "gops": peak_gops(job["threads"], job.get("seconds", 1.5))}
 
 
 def main(job_path, result_path):

@@ -3,15 +3,44 @@
 tfmot only speaks tf_keras (Keras 2), so the network is rebuilt layer for layer in
 tf_keras from the preset, the float32 weights are copied (and checked by comparing
 outputs), `quantize_model` inserts fake-quant ops, and a short fine-tune, bounded by
-wall time, lets the weights adapt to int8. Off by default: on 2 CPU cores the budget
-buys little training (see the report for whether it beats post-training int8).
+wall time, lets the weights adapt to int8. Off by default (`python -m export --qat`).
+
+The fine-tune is the training recipe (the preset train.preset selects), scaled down:
+- the same augmentation (train.augment.Augment: shift, flip, cutout) on the training split
+  (export.qat_data = "train"; "calibration" for tests), the same label-smoothed loss, and
+  the recipe's optimizer (SGD Nesterov for `fast`) and weight EMA (the averaged weights are
+  the ones converted, as the recipe checkpoints them);
+- a cosine decay from export.qat_lr to 1% of it, sized to the budget: the first steps are
+  timed (train.budget's probe sizes) and the schedule spans the steps that fit in what is
+  left of export.qat_minutes, re-estimated every REPLAN_STEPS steps. Every step checks the
+  deadline, and the schedule follows whichever of steps or time is further along, so a
+  slower machine still ends at the low lr. The lr must stay small: on the reference model,
+  1e-3 (batch 64, no weight EMA) moved it off its averaged weights (-0.2 pp, 96.9% agreement),
+  1e-4 with the EMA did not;
+- BatchNorm frozen. tfmot's default 8-bit scheme does not fold BN into the conv during QAT:
+  its Conv2D+BatchNormalization(+ReLU) transforms only move the fake-quant from the conv
+  output to after BN/ReLU, and the converter folds BN afterwards. BN therefore runs in
+  inference mode on the float model's moving statistics with gamma/beta fixed (the standard
+  advice for a QAT fine-tune of a trained model: batch statistics of small batches would
+  shift it). The conv kernels are fake-quantized per output channel and symmetrically, which
+  commutes with folding BN's per-channel scale, so what is trained is what the converter emits.
+  No L2 term: with BN frozen it would shrink activations instead of being normalised away;
+- activation ranges start from the data: tfmot starts every range at [-6, 6] and moves it by
+  an EMA of 0.999 per step, too slow for a fine-tune of a few thousand steps. Here the EMA
+  decay is t/(t+1) (a plain running mean of the batch ranges) until it reaches 0.999.
 """
+import contextlib
+import math
 import time
 
 import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.model import CIFAR10_MEAN, CIFAR10_STD, PRESETS
+
+LR_FINAL_FRACTION = 0.01   # the cosine decay ends at this share of export.qat_lr
+RANGE_EMA = 0.999          # tfmot's activation-range EMA decay, reached after 1,000 steps
+REPLAN_STEPS = 20          # steps between refreshes of the step-time estimate
 
 
 def build_tf_keras(preset, mean=CIFAR10_MEAN, std=CIFAR10_STD):
@@ -86,39 +115,151 @@ def quantize(tfk_model):
         return q.quantize_apply(annotated)
 
 
-class _WallClock:
-    """Stops training once the budget is spent (checked after every batch)."""
-
-    def __new__(cls, seconds, progress):
-        import tf_keras as k
-
-        class WallClock(k.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.t0, self.steps = time.time(), 0
-
-            def on_train_batch_end(self, batch, logs=None):
-                self.steps += 1
-                if time.time() - self.t0 > seconds:
-                    self.model.stop_training = True
-
-            def on_epoch_end(self, epoch, logs=None):
-                if progress:
-                    print(f"  qat epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
-                          f"{time.time() - self.t0:.0f}s", flush=True)
-
-        return WallClock()
+def freeze_batch_norm(qat_model):
+    """BatchNormalization in inference mode (moving statistics, gamma and beta fixed): a tf_keras BN
+    layer that is not trainable ignores training=True. Returns how many layers were frozen."""
+    import tf_keras as k
+    frozen = 0
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", layer)  # tfmot's QuantizeWrapper holds the layer
+        if isinstance(inner, k.layers.BatchNormalization):
+            inner.trainable = False
+            frozen += 1
+    return frozen
 
 
-def fine_tune(qat_model, images, labels, minutes, lr=1e-4, batch_size=64, seed=0, progress=True):
-    """Adam at a small learning rate until `minutes` of wall time (at most 100 epochs)."""
+@contextlib.contextmanager
+def range_decay(variable):
+    """While the QAT model is traced, tfmot's activation-range EMA uses `variable` as its decay
+    (tfmot hard-codes 0.999, starting from [-6, 6]). Yields False if this tfmot has no such hook."""
+    try:
+        from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+        original = quant_ops.MovingAvgQuantize
+    except (ImportError, AttributeError):
+        yield False
+        return
+
+    def moving_avg_quantize(*args, ema_decay=RANGE_EMA, **kwargs):
+        return original(*args, ema_decay=variable, **kwargs)
+
+    quant_ops.MovingAvgQuantize = moving_avg_quantize
+    try:
+        yield True
+    finally:
+        quant_ops.MovingAvgQuantize = original
+
+
+def lr_at(progress, lr_start, lr_end):
+    """Cosine decay from lr_start (progress 0) to lr_end (progress 1)."""
+    p = min(max(progress, 0.0), 1.0)
+    return lr_end + (lr_start - lr_end) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def run_budgeted(step, seconds, lr_start, lr_end, clock=time.perf_counter, say=None, steps_per_epoch=None):
+    """Call `step(lr, t)` (t = steps done; returns the loss) until the schedule or the deadline ends,
+    never starting a step after the deadline. As train.budget sizes a run: the first
+    PROBE_WARMUP_STEPS steps (tracing) are untimed, the next PROBE_STEPS are timed, and the schedule
+    is sized to the steps that fit in the time left; the estimate is refreshed every REPLAN_STEPS
+    steps. The lr follows max(steps done / planned, time used / budget), never rising. Returns the record."""
+    from train.budget import PROBE_STEPS, PROBE_WARMUP_STEPS
+    t0 = clock()
+    deadline = t0 + seconds
+    done, planned, first_plan, step_s, probe_t0, stopped_by = 0, None, None, None, None, "deadline"
+    progress, first_lr, last_lr = 0.0, None, None
+    while True:
+        now = clock()
+        if done == PROBE_WARMUP_STEPS and probe_t0 is None:
+            probe_t0 = now
+        timed = done - PROBE_WARMUP_STEPS
+        if timed >= PROBE_STEPS and (planned is None or timed % REPLAN_STEPS == 0) and now < deadline:
+            step_s = (now - probe_t0) / timed
+            planned = done + max(0, math.floor((deadline - now) / step_s))
+            if first_plan is None:
+                first_plan = planned
+                if say:
+                    say(f"  qat: {step_s:.2f} s per step measured -> {planned} steps planned in the "
+                        f"{seconds:.0f} s budget")
+        if planned is not None and done >= planned:
+            stopped_by = "plan"
+            break
+        if now >= deadline:
+            break
+        progress = max(progress, done / planned if planned else 0.0, (now - t0) / seconds)
+        last_lr = lr_at(progress, lr_start, lr_end)
+        first_lr = last_lr if first_lr is None else first_lr
+        loss = step(last_lr, done)
+        done += 1
+        if say and steps_per_epoch and done % steps_per_epoch == 0:
+            say(f"  qat epoch {done // steps_per_epoch}: loss {loss:.4f}, lr {last_lr:.2e}, {clock() - t0:.0f} s")
+    if planned is None:  # the deadline came inside the probe: what ran is the plan
+        planned = first_plan = done
+    return {"steps": done, "planned_steps": planned, "first_planned_steps": first_plan, "stopped_by": stopped_by,
+            "lr_start": first_lr, "lr_end": last_lr, "lr_floor": lr_end,
+            "step_seconds": None if step_s is None else round(step_s, 4), "seconds": round(clock() - t0, 2)}
+
+
+def fine_tune(qat_model, images, labels, recipe, minutes, lr, batch_size=64, seed=0, progress=True,
+              clock=time.perf_counter):
+    """The recipe's augmentation, loss and optimizer at a cosine-decaying lr, for `minutes` of wall
+    time (see the module doc). Returns the settings the manifest records."""
     import tensorflow as tf
     import tf_keras as k
+    from train.augment import Augment
+
     tf.random.set_seed(seed)
-    qat_model.compile(optimizer=k.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
-    clock = _WallClock(minutes * 60.0, progress)
-    qat_model.fit(images.astype(np.float32), labels, batch_size=batch_size, epochs=100, shuffle=True,
-                  callbacks=[clock], verbose=0)
-    return clock.steps
+    frozen = freeze_batch_norm(qat_model)
+    augment = Augment(cutout=recipe.cutout, seed=seed)  # Keras 3, TensorFlow ops: runs in the step
+    loss_fn = k.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+    ema = dict(use_ema=True, ema_momentum=recipe.ema) if recipe.ema else {}
+    if recipe.optimizer == "sgd":
+        optimizer = k.optimizers.SGD(lr, momentum=recipe.momentum, nesterov=True, **ema)
+    else:
+        optimizer = k.optimizers.Adam(lr, **ema)
+    decay = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="qat_range_decay")
+    batch_size = min(batch_size, len(labels))
+    data = (tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+            .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).repeat()
+            .batch(batch_size, drop_remainder=True).prefetch(2))
+    batches = iter(data)
+    variables = qat_model.trainable_variables
+
+    @tf.function
+    def train_step(x, y):
+        x = augment(tf.cast(x, tf.float32), training=True)
+        with tf.GradientTape() as tape:
+            loss = loss_fn(tf.one_hot(y, 10), qat_model(x, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    def step(step_lr, t):
+        optimizer.learning_rate.assign(step_lr)
+        decay.assign(min(RANGE_EMA, t / (t + 1.0)))
+        x, y = next(batches)
+        loss = float(train_step(x, y))
+        if not math.isfinite(loss):
+            raise PipelineError(f"QAT: the fine-tune loss became {loss} at step {t + 1} (lr {step_lr:.2e}); "
+                                "lower export.qat_lr")
+        return loss
+
+    say = (lambda m: print(m, flush=True)) if progress else None
+    with range_decay(decay) as ranges_from_data:
+        record = run_budgeted(step, minutes * 60.0, lr, lr * LR_FINAL_FRACTION, clock=clock, say=say,
+                              steps_per_epoch=max(1, len(labels) // batch_size))
+        if ema and record["steps"]:
+            # The averaged weights, as the recipe checkpoints them; one forward pass in training mode
+            # sets the per-channel weight ranges to them (activation ranges move by one batch's share).
+            optimizer.finalize_variable_values(variables)
+            qat_model(augment(tf.cast(next(batches)[0], tf.float32), training=True), training=True)
+    return {**record, "budget_s": round(minutes * 60.0, 1), "images": int(len(labels)), "batch_size": batch_size,
+            "images_seen": record["steps"] * batch_size,
+            "epochs": round(record["steps"] * batch_size / len(labels), 3),
+            "schedule": "cosine", "optimizer": "sgd_nesterov" if recipe.optimizer == "sgd" else "adam",
+            **({"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}), "weight_ema": recipe.ema,
+            "augment": {"pad": augment.pad, "flip": True, "cutout": augment.cutout},
+            "label_smoothing": recipe.label_smoothing,
+            "bn": f"frozen ({frozen} layers: moving statistics, gamma and beta fixed; folded by the converter)",
+            "activation_ranges": "running mean of batch ranges, then EMA 0.999" if ranges_from_data
+            else "tfmot default: EMA 0.999 from [-6, 6]"}
 
 
 def convert(qat_model, calibration_images) -> bytes:
@@ -131,15 +272,17 @@ def convert(qat_model, calibration_images) -> bytes:
     return configure(converter, "qat_int8", calibration_images).convert()
 
 
-def train_qat(model, preset, images, labels, calibration_images, minutes, lr=1e-4, batch_size=64,
-              progress=True) -> bytes:
-    """QAT int8 TFLite flatbuffer from the float32 Keras model."""
+def train_qat(model, preset, images, labels, calibration_images, recipe, minutes, lr, batch_size=64,
+              progress=True):
+    """(QAT int8 TFLite flatbuffer, fine-tune settings) from the float32 Keras model."""
     tfk = to_tf_keras(model, preset, calibration_images[:32])
     qat_model = quantize(tfk)
-    steps = fine_tune(qat_model, images, labels, minutes, lr, batch_size, progress=progress)
+    settings = fine_tune(qat_model, images, labels, recipe, minutes, lr, batch_size, progress=progress)
     if progress:
-        print(f"  qat: {steps} steps of {batch_size} in the {minutes:g}-minute budget", flush=True)
-    return convert(qat_model, calibration_images)
+        print(f"  qat: {settings['steps']}/{settings['planned_steps']} steps of {settings['batch_size']} "
+              f"({settings['epochs']:g} epochs of {settings['images']} images) in {settings['seconds']:.0f} s, "
+              f"lr {settings['lr_start']:.2e} -> {settings['lr_end']:.2e}", flush=True)
+    return convert(qat_model, calibration_images), settings
 
 
 def training_images(cfg, calibration):
@@ -160,7 +303,8 @@ def build(exporter, row, path):
     from export.tflite_export import write
     cfg = exporter.cfg.export
     images, labels = training_images(exporter.cfg, exporter.calibration)
-    flat = train_qat(exporter.model, exporter.preset, images, labels, exporter.calibration.images,
-                     cfg.qat_minutes, lr=cfg.qat_lr, batch_size=cfg.qat_batch_size, progress=exporter.progress)
+    flat, settings = train_qat(exporter.model, exporter.preset, images, labels, exporter.calibration.images,
+                               exporter.cfg.recipe, cfg.qat_minutes, lr=cfg.qat_lr,
+                               batch_size=cfg.qat_batch_size, progress=exporter.progress)
     write(path, flat, labels_text())
-    return {"minutes": cfg.qat_minutes, "lr": cfg.qat_lr, "batch_size": cfg.qat_batch_size, "data": cfg.qat_data}
+    return {"minutes": cfg.qat_minutes, "data": cfg.qat_data, "recipe": exporter.cfg.train.preset, **settings}

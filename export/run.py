@@ -12,6 +12,7 @@ import shutil
 import signal
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ class Exporter:
 
 def export_all(cfg, progress=True) -> dict:
     """Export cfg.export.checkpoint to every kind in cfg.export.formats; return the manifest written."""
-    from export import parity, specs
+    from export import layer_error, mobile_checks, parity, specs
 
     checkpoint, out_dir = project_path(cfg.export.checkpoint), project_path(cfg.export.out_dir)
     formats = list(dict.fromkeys(cfg.export.formats))
@@ -124,11 +125,22 @@ def export_all(cfg, progress=True) -> dict:
                 record = parity.compare(keras_probs, parity.run(row, path, check_images))
             parity.check(name, record, getattr(cfg.gates, row.parity), row.parity)
             inp, out = specs.of(row, path)
+            checks = {}
+            if row.format == "tflite":
+                checks["mobile_ready"] = mobile_checks.check(path, row.precision)
+            if row.layer_error and cfg.export.layer_error_images:
+                t1 = time.time()
+                # QuantizationDebugger drives TF's deprecated tf.lite.Interpreter: its warnings are not the user's
+                with console.quiet_native(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    checks["layer_error"] = layer_error.measure(
+                        exporter, row, path, layer_error.spread(calibration.images, cfg.export.layer_error_images))
+                say(f"  {name:<20} per-layer quantization error: {time.time() - t1:.1f}s", flush=True)
             entries.append({
                 "name": name, "format": row.format, "precision": row.precision, "kind": row.kind,
                 "path": row.file, **manifest_mod.file_facts(path), "input": inp, "output": out,
                 "parity": record, "deterministic": row.deterministic, "export_seconds": round(seconds, 2),
-                **({"settings": exporter.settings[name]} if exporter.settings.get(name) else {}),
+                **({"settings": exporter.settings[name]} if exporter.settings.get(name) else {}), **checks,
             })
             say(f"  {name:<20} {seconds:6.1f}s  top-1 agreement {record['top1_agreement']:.2%}  "
                 f"max|diff| {record['max_abs_diff']:.2e}", flush=True)

@@ -14,6 +14,7 @@ Columns:
                  Flatten's reshape target as a subgraph (same outputs, other bytes). QAT trains for a
                  wall-clock budget.
   mobile         shipped in the mobile bundle (export.mobile) under this key
+  layer_error    export measures its per-layer quantization error (export.layer_error) into the manifest
 This module imports nothing heavy: the config checks formats against it.
 """
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class Kind:
     parity: str = "min_parity_float"
     deterministic: bool = True
     mobile: str = ""
+    layer_error: bool = False
 
 
 _ROWS = (
@@ -39,7 +41,7 @@ _ROWS = (
     Kind("onnx_fp32", "onnx", "fp32", "float", "model_fp32.onnx", "export.onnx_export:build_fp32",
          deterministic=False),
     Kind("onnx_int8", "onnx", "int8", "int8", "model_int8.onnx", "export.onnx_export:build_int8",
-         needs="onnx_fp32", parity="min_parity_int8", deterministic=False),
+         needs="onnx_fp32", parity="min_parity_int8", deterministic=False, layer_error=True),
     Kind("tflite_fp32", "tflite", "fp32", "float", "model_fp32.tflite", "export.tflite_export:build",
          needs="saved_model"),
     Kind("tflite_fp16", "tflite", "fp16", "float", "model_fp16.tflite", "export.tflite_export:build",
@@ -47,7 +49,7 @@ _ROWS = (
     Kind("tflite_dynamic_int8", "tflite", "dynamic_int8", "int8", "model_dynamic_int8.tflite",
          "export.tflite_export:build", needs="saved_model", parity="min_parity_int8"),
     Kind("tflite_int8", "tflite", "int8", "int8", "model_int8.tflite", "export.tflite_export:build",
-         needs="saved_model", parity="min_parity_int8", mobile="int8"),
+         needs="saved_model", parity="min_parity_int8", mobile="int8", layer_error=True),
     Kind("tflite_qat_int8", "tflite", "qat_int8", "int8", "model_qat_int8.tflite", "export.qat:build",
          parity="min_parity_qat", deterministic=False),
 )

@@ -43,10 +43,11 @@ def _cmd_config(args):
 def _cmd_artifacts(args):
     from pipeline.artifacts import ARTIFACTS
     print("| kind | format | precision | gates | file | converted from | parity gate | same bytes on re-export "
-          "| mobile bundle |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| mobile bundle | per-layer error |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in ARTIFACTS.values():
         print(f"| `{r.name}` | {r.format} | {r.precision} | {r.kind} | `{r.file}` | {r.needs or 'checkpoint'} "
-              f"| `gates.{r.parity}` | {'yes' if r.deterministic else 'no'} | {r.mobile or '-'} |")
+              f"| `gates.{r.parity}` | {'yes' if r.deterministic else 'no'} | {r.mobile or '-'} "
+              f"| {'yes' if r.layer_error else '-'} |")
 
 
 COMMANDS = {}  # name -> (help, add_arguments(parser), run(args)); stages register here

@@ -84,8 +84,8 @@ class Train:
                                choices=("auto", "float32", "mixed_bfloat16"))
     data_parallel: bool = key(False, "split each batch over all local devices")
     intra_op_threads: int = key(0, "TensorFlow threads inside one op (0 = all cores)", low=0, high=1024)
-    inter_op_threads: int = key(1, "TensorFlow ops run side by side (0 = TensorFlow's choice); 1 is steadiest "
-                                   "on 2 cores (BENCHMARKS.md)", low=0, high=1024)
+    inter_op_threads: int = key(1, "TensorFlow ops run side by side (0 = TensorFlow's choice); 1 ran as fast as "
+                                   "TensorFlow's choice or faster on 2 cores (BENCHMARKS.md)", low=0, high=1024)
     time_budget: str = key("", "wall-clock budget like 90m or 2h: size the epochs to it ('' = off)")
     presets: dict = key({}, "named recipes (see Recipe)")
 
@@ -97,16 +97,36 @@ class Export:
     formats: list = key(["keras", "saved_model", "onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_fp16",
                          "tflite_dynamic_int8", "tflite_int8"],
                         "artifact kinds to write (rows of pipeline.artifacts.ARTIFACTS)", choices=tuple(ARTIFACTS))
-    qat_minutes: float = key(10.0, "wall-clock budget of the QAT fine-tune", low=0, low_open=True, high=1440)
-    qat_images: int = key(10000, "training images the QAT fine-tune draws from (0 = all)", low=0)
+    qat_minutes: float = key(15.0, "wall-clock budget of the QAT fine-tune loop; the lr schedule is sized to it",
+                             low=0, low_open=True, high=1440)
+    qat_images: int = key(0, "training images the QAT fine-tune draws from (0 = all)", low=0)
     qat_data: str = key("train", "QAT fine-tune images: train (data.source) or calibration",
                         choices=("train", "calibration"))
-    qat_lr: float = key(1e-4, "QAT fine-tune learning rate", low=0, low_open=True, high=1)
+    qat_lr: float = key(1e-4, "start lr of the QAT fine-tune's cosine decay to 1% of it (recipe optimizer, "
+                              "augmentation, loss and weight EMA)", low=0, low_open=True, high=1)
     qat_batch_size: int = key(64, "QAT fine-tune batch size", low=1, high=4096)
     onnx_opset: int = key(17, "ONNX opset", low=13, high=21)
     parity_images: int = key(1000, "calibration images each artifact is checked on against the Keras model",
                              low=1, high=100000)
     calibration_images: int = key(1000, "int8 calibration images from data.calibration (0 = all)", low=0)
+    # onnxruntime static int8 (benchmarks/onnx_int8.py measures every option): uint8 activations x int8
+    # weights in QDQ is the layout whose every Conv/Add/Mul onnxruntime fuses into QLinear* kernels on x86.
+    onnx_int8_format: str = key("qdq", "ONNX int8 graph: qdq (Q/DQ pairs) or qoperator (QLinear* ops)",
+                                choices=("qdq", "qoperator"))
+    onnx_int8_activations: str = key("uint8", "ONNX int8 activation type", choices=("uint8", "int8"))
+    onnx_int8_weights: str = key("int8", "ONNX int8 weight type", choices=("int8", "uint8"))
+    onnx_int8_per_channel: bool = key(True, "ONNX int8: one weight scale per output channel")
+    onnx_int8_reduce_range: bool = key(False, "ONNX int8: 7-bit weights (for x86 without VNNI, where u8 x s8 "
+                                              "products can saturate)")
+    layer_error_images: int = key(200, "calibration images (spread over the classes) each int8 artifact's per-layer "
+                                       "quantization error is measured on; 0 = skip", low=0, high=100000)
+    int8_max_drop_pp: float = key(0.0, "accuracy-constrained int8: keep the most quantization-sensitive layers in "
+                                        "float, fewest first, until int8 is within this drop of float on held-out "
+                                        "calibration images (pp); 0 = off", low=0, high=100)
+    int8_holdout_images: int = key(300, "accuracy-constrained int8: calibration images held out of calibration to "
+                                        "measure that drop", low=1, high=100000)
+    onnx_int8_calibration: str = key("minmax", "ONNX int8 activation ranges: minmax, entropy or percentile",
+                                     choices=("minmax", "entropy", "percentile"))
     reference_metrics: str = key("", "metrics.json stating the checkpoint's test accuracy, copied into the manifest "
                                      "('' = metrics.json beside the checkpoint)")
 
@@ -120,10 +140,12 @@ class Evaluate:
     threads: list = key([1, 0], "thread counts latency is measured at (0 = all cores)")
     throughput_batch: int = key(64, "batch size of the throughput pass", low=1, high=4096)
     limit: int = key(0, "0 = all 10,000 test images; N = N images spread over the classes", low=0)
-    peak_probe_s: float = key(1.0, "seconds of the matmul peak probe per thread count", low=0, low_open=True)
+    peak_probe_s: float = key(2.0, "seconds of the fp32 + int8 matmul peak probe per thread count", low=0, low_open=True)
     worker_timeout_s: float = key(900.0, "per artifact and thread count; a hung runtime fails that artifact only",
                                   low=0, low_open=True)
     baseline: str = key("", "an earlier evaluation.json to compare with ('' = none); writes diff.md")
+    profile: bool = key(False, "also write each artifact's top operators by time, from its runtime's profiler")
+    profile_runs: int = key(200, "batch-1 runs the op profile sums over (1 thread)", low=1, high=100000)
 
 
 @dataclass(frozen=True)
@@ -141,6 +163,10 @@ class Gates:
     min_parity_int8: float = key(0.98, "export refuses an int8 artifact below this agreement", low=0, high=1)
     min_parity_qat: float = key(0.95, "export refuses a QAT artifact below this agreement (its weights move)",
                                 low=0, high=1)
+    mobile_checks: list = key(["builtin_ops", "integer_io"],
+                              "mobile readiness every .tflite must pass (export.mobile_checks): builtin_ops (no "
+                              "Flex/custom ops), integer_io (int8 kinds: integer input and output), gpu (LiteRT GPU "
+                              "delegate runs every op)", choices=("builtin_ops", "integer_io", "gpu"))
     max_regression_pp: float = key(0.3, "--baseline: allowed accuracy loss per artifact vs the baseline (pp)",
                                    low=0, high=100)
 

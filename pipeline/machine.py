@@ -59,3 +59,12 @@ def library_versions(names=LIBRARIES):
         except metadata.PackageNotFoundError:
             out[lib] = None
     return out
+
+
+def isa_for(precision):
+    """The instruction set a runtime's fp32 or int8 kernels use on this CPU (best first), for reports."""
+    flags = set((_cpuinfo().get("flags") or _cpuinfo().get("Features") or "").split())
+    table = {"fp32": (("avx512f", "AVX-512 FMA"), ("fma", "AVX2 FMA"), ("asimd", "NEON"), ("sse4_2", "SSE")),
+             "int8": (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"),
+                      ("avx512bw", "AVX-512BW (no VNNI)"), ("avx2", "AVX2 (no VNNI)"), ("asimd", "NEON"))}
+    return next((name for flag, name in table[precision] if flag in flags), "unknown")

@@ -193,7 +193,8 @@ def test_accuracy_matches_an_independent_count(built, small_test, small_checkpoi
     acc = _keras_accuracy(small_checkpoint, small_test)
     m = _write_manifest(folder, [_entry(folder, "keras", "model.h5"),
                                  _entry(folder, "tflite_fp32", "model_fp32.tflite")], accuracy=acc)
-    result = _evaluate(_cfg(small_test, m, tmp_path / "reports"), latency=True)
+    # Hand-made entries carry no mobile checks (export records them; that gate has its own test).
+    result = _evaluate(_cfg(small_test, m, tmp_path / "reports", **{"gates.mobile_checks": []}), latency=True)
     rows = {r["name"]: r for r in result["artifacts"]}
     assert result["passed"], result["gate_failures"]
     assert {g["metric"] for g in result["gates"]} == {"accuracy_floor", "accuracy_drop_pp", "agreement"}
@@ -215,9 +216,13 @@ def test_accuracy_matches_an_independent_count(built, small_test, small_checkpoi
         assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p90"] <= row["latency_ms"]["p99"]
         assert row["throughput"]["images_per_s"] > 0 and row["throughput"]["batch"] == 64
     saved = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
-    assert saved["schema_version"] == 2 and [a["name"] for a in saved["artifacts"]] == ["keras", "tflite_fp32"]
-    assert saved["flops_per_image"] > 70e6 and saved["peak_gflops"]["1"] > 1
+    assert saved["schema_version"] == 3 and [a["name"] for a in saved["artifacts"]] == ["keras", "tflite_fp32"]
+    assert saved["flops_per_image"] > 70e6 and saved["peak_gops"]["fp32"]["1"] > 1 \
+        and saved["peak_gops"]["int8"]["1"] > 1 and saved["peak_gops"]["isa"]["int8"]
     assert "| tflite_fp32 | tflite | fp32 |" in (tmp_path / "reports" / "evaluation.md").read_text()
+    shares = [v for a in saved["artifacts"] for v in a["gflops"].values()]
+    assert shares and all(v["peak"] == "fp32" and (v["share_of_peak"] is None or 0 < v["share_of_peak"] <= 1)
+                          for v in shares)
     for png in ("accuracy_vs_latency.png", "confusion_reference.png"):
         assert (tmp_path / "reports" / png).read_bytes()[:4] == b"\x89PNG"
 
@@ -345,3 +350,60 @@ def test_baseline_writes_diff_and_fails_on_a_regression(exported_without_keras, 
     assert proc.returncode == 1
     assert "GATE FAILED: onnx_fp32 accuracy_vs_baseline_pp = -5.0 (threshold -0.3)" in proc.stderr, proc.stderr
     assert "2 regression(s)" in (report / "diff.md").read_text()
+
+
+def test_share_of_peak_uses_the_artifacts_precision_and_never_exceeds_one():
+    """int8 kinds are divided by the int8 peak, float kinds by fp32; above the probe = no share claimed."""
+    from evaluate.run import _add_peak_share
+    peak = {"fp32": {"1": 100.0}, "int8": {"1": 400.0}, "isa": {}}
+
+    def row(kind, ms):
+        return {"status": "ok", "kind": kind, "latency_by_threads": {"1": {"batch1_ms": {"p50": ms}}},
+                "throughput": {"batch": 64, "images_per_s": 1000 / ms}}
+
+    int8, fp32, fast = row("int8", 1.0), row("float", 4.0), row("float", 1.0)
+    for r in (int8, fp32, fast):
+        _add_peak_share(r, 200e6, peak, [1])  # 200 MFLOP per image
+    assert int8["gflops"]["batch1_1t"] == {"gflops": 200.0, "peak": "int8", "share_of_peak": 0.5}
+    assert fp32["gflops"]["batch1_1t"]["share_of_peak"] == 0.5 and fp32["gflops"]["batch1_1t"]["peak"] == "fp32"
+    assert fast["gflops"]["batch1_1t"]["share_of_peak"] is None and fast["gflops"]["batch1_1t"]["above_peak"] == 2.0
+
+
+def test_profile_names_the_operators_that_take_the_time(exported_without_keras, small_test, tmp_path):
+    """--profile: onnxruntime's own profiler, per operator type; formats without one say so."""
+    result = _evaluate(_cfg(small_test, exported_without_keras / "manifest.json", tmp_path / "r",
+                            **{**LOOSE, "evaluate.profile": True, "evaluate.profile_runs": 20}), latency=True)
+    rows = {r["name"]: r for r in result["artifacts"]}
+    onnx = rows["onnx_fp32"]["profile"]
+    assert onnx["runs"] == 20 and onnx["by_op_type"][0]["op_type"] == "Conv"  # convolutions dominate a ResNet
+    assert 0.99 <= sum(t["share"] for t in onnx["by_op_type"]) <= 1.0001 or len(onnx["by_op_type"]) == 10
+    assert "op profiler" in rows["tflite_int8"]["profile"]["unavailable"]
+    assert "## Where the time goes" in (tmp_path / "r" / "evaluation.md").read_text()
+
+
+def test_mobile_gate_reads_the_manifests_checks_and_fails_what_could_not_be_checked():
+    import dataclasses
+
+    from evaluate import gates
+    from pipeline import config
+    g = config.load().gates
+    ready = {"builtin_ops_only": True, "custom_ops": [], "integer_io": True, "input_dtype": "uint8",
+             "output_dtype": "uint8", "gpu_compatible": None, "gpu_incompatible_ops": None,
+             "gpu_unchecked_why": "this analyzer build skips the GPU check"}
+    row = {"name": "tflite_int8", "format": "tflite", "kind": "int8", "status": "ok", "accuracy": 0.9,
+           "agreement": 1.0}
+    ref = {"accuracy": 0.9, "test_images": 100}
+
+    def mobile(record, cfg=g):
+        return [x for x in gates.check([{**row, "mobile_ready": record} if record else row], cfg, ref, 100, True)
+                if x["metric"] == "mobile_ready"]
+
+    assert [x["passed"] for x in mobile(ready)] == [True]
+    flex = mobile({**ready, "builtin_ops_only": False, "custom_ops": ["FlexCosh"]})
+    assert not flex[0]["passed"] and "FlexCosh" in flex[0]["value"]
+    float_io = mobile({**ready, "integer_io": False, "input_dtype": "float32"})
+    assert not float_io[0]["passed"] and "float32" in float_io[0]["value"]
+    gpu = mobile(ready, dataclasses.replace(g, mobile_checks=("builtin_ops", "gpu")))
+    assert not gpu[0]["passed"] and "could not be checked" in gpu[0]["value"]
+    assert "export again" in mobile(None)[0]["value"]
+    assert mobile(ready, dataclasses.replace(g, mobile_checks=())) == []

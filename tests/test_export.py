@@ -19,7 +19,7 @@ ALL = ["keras", "saved_model", "onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_
 # many of its predictions are near-ties that fp16 and int8 flip: its gates are lowered here
 # (real models: 99.9% float, 98% int8); the fp32 artifacts are still held to 100% below.
 GATES = {"export.calibration_images": 300, "export.parity_images": 256, "gates.min_parity_float": 0.99,
-         "gates.min_parity_int8": 0.95}
+         "gates.min_parity_int8": 0.95, "export.layer_error_images": 0}
 FAST = [a for k, v in GATES.items() for a in ("--set", f"{k}={v}")]
 DETERMINISM = ["saved_model", "tflite_fp16", "tflite_int8"]  # re-exported to compare bytes (see export/run.py)
 
@@ -33,7 +33,7 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def exported(small_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts")
-    proc = cli("--checkpoint", small_checkpoint, "--out-dir", out, *FAST)
+    proc = cli("--checkpoint", small_checkpoint, "--out-dir", out, *FAST, "--set", "export.layer_error_images=32")
     assert proc.returncode == 0, proc.stderr[-2000:]
     from pipeline import manifest
     return out, manifest.read(out / "manifest.json")
@@ -65,13 +65,56 @@ def test_manifest_names_every_artifact_with_its_facts(exported, small_checkpoint
         assert e["path"] == row.file and e["kind"] == row.kind and e["deterministic"] == row.deterministic
         assert e["bytes"] > 100_000
         assert e["input"]["shape"] == [None, 32, 32, 3] and e["output"]["shape"] == [None, 10]
-    assert manifest.find(m, "onnx_int8")["settings"]["quant_format"] == "QDQ"
+    assert manifest.find(m, "onnx_int8")["settings"]["format"] == "qdq"
     assert (out / "labels.txt").read_text().split() == ["airplane", "automobile", "bird", "cat", "deer",
                                                         "dog", "frog", "horse", "ship", "truck"]
     resolved = json.loads((out / "config.resolved.json").read_text())
     assert resolved["export"]["checkpoint"] == str(small_checkpoint)
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging/temp leftovers
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def test_manifest_carries_mobile_checks_and_per_layer_error(exported):
+    _, m = exported
+    for e in m["artifacts"]:
+        if e["format"] == "tflite":
+            ready = e["mobile_ready"]
+            assert ready["builtin_ops_only"] and ready["custom_ops"] == [] and ready["ops"]["CONV_2D"] >= 1
+            assert ready["integer_io"] is (True if e["precision"] == "int8" else None)
+            assert ready["gpu_compatible"] in (True, False) or ready["gpu_unchecked_why"]
+        else:
+            assert "mobile_ready" not in e
+    from pipeline import checkpoint
+    keras_layers = {layer.name for layer in checkpoint.load(exported[0] / "model_fp32.h5")[0].layers}
+    for name in ("onnx_int8", "tflite_int8"):
+        rows = manifest_find(m, name)["layer_error"]
+        layers = {r["layer"] for r in rows} - {None}  # keyed to the layer whose output a fused op computes
+        assert len(layers) > 10 and layers <= keras_layers, layers - keras_layers
+        assert all(np.isfinite(r["sqnr_db"]) for r in rows)
+
+
+def manifest_find(m, name):
+    from pipeline import manifest
+    return manifest.find(m, name)
+
+
+def test_onnx_int8_runs_every_convolution_as_an_integer_kernel(exported, tmp_path):
+    """The int8 file is only faster if onnxruntime fuses each DQ -> Conv -> Q into QLinearConv: with
+    int8 activations (the old default) it left most convolutions in float on x86."""
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+    out, m = exported
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(out / "model_int8.onnx"), opts, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(out / "model_fp32.onnx")).graph.node)
+    assert ops["Conv"] == 0 and ops["QLinearConv"] == convs, ops
+    settings = manifest_find(m, "onnx_int8")["settings"]
+    assert (settings["activations"], settings["weights"]) == ("uint8", "int8") and settings["why"]["activations"]
 
 
 def test_parity_is_recorded_and_above_the_gates(exported):
