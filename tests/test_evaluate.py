@@ -376,7 +376,7 @@ def test_profile_names_the_operators_that_take_the_time(exported_without_keras, 
     rows = {r["name"]: r for r in result["artifacts"]}
     onnx = rows["onnx_fp32"]["profile"]
     assert onnx["runs"] == 20 and onnx["by_op_type"][0]["op_type"] == "Conv"  # convolutions dominate a ResNet
-    assert 0.99 <= sum(t["share"] for t in onnx["by_op_type"]) <= 1.0001 or len(onnx["by_op_type"]) == 10
+    assert 0.99 <= sum(t["share"] for t in onnx["by_op_type"]) <= 1.001 or len(onnx["by_op_type"]) == 10  # 4-digit rounding
     assert "op profiler" in rows["tflite_int8"]["profile"]["unavailable"]
     assert "## Where the time goes" in (tmp_path / "r" / "evaluation.md").read_text()
 
