@@ -217,3 +217,12 @@ def test_gpu_report_parses_warnings_per_op():
     assert mobile_checks.gpu_report(FLEX_REPORT_PINNED) == (True, [])  # what the pinned build says
     with pytest.raises(PipelineError):
         mobile_checks.gpu_report("Subgraph#0 main(T#0) -> [T#1]\n")  # no verdict: format changed
+
+
+def test_unreadable_flatbuffer_is_one_line_naming_the_file(tmp_path):
+    from pipeline.errors import PipelineError
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(PipelineError, match="broken.tflite") as info:
+        mobile_checks.check(bad, "int8")
+    assert "\n" not in str(info.value)
