@@ -212,8 +212,7 @@ def chart(result, path):
     ax.set_title(f"ONNX int8 accuracy vs calibration, {result['test_images']} test images")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    atomic.write_png(path, fig, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -67,8 +67,7 @@ def plot(rows_by_artifact, png_path):
         ax.set_title(name, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    with atomic.atomic_path(Path(png_path), suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
+    atomic.write_png(Path(png_path), fig)
     plt.close(fig)
 
 

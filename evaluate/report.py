@@ -134,11 +134,6 @@ def markdown(result):
     return "\n".join(lines)
 
 
-def _save_png(fig, path):
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-
-
 def charts(result, report_dir):
     """accuracy_vs_latency.png (every scored artifact) and confusion_reference.png (the Keras reference)."""
     import matplotlib
@@ -159,7 +154,7 @@ def charts(result, report_dir):
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"Accuracy vs latency, {result['test_images']} test images, {result['machine']['cpu']}")
     ax.grid(alpha=0.3)
-    _save_png(fig, Path(report_dir) / "accuracy_vs_latency.png")
+    atomic.write_png(Path(report_dir) / "accuracy_vs_latency.png", fig, bbox_inches="tight")
     plt.close(fig)
 
     ref = next((r for r in rows if r["name"] == "keras"), None)
@@ -176,7 +171,7 @@ def charts(result, report_dir):
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"keras reference: {ref['accuracy'] * 100:.2f}% on {ref['images']} test images")
-        _save_png(fig, Path(report_dir) / "confusion_reference.png")
+        atomic.write_png(Path(report_dir) / "confusion_reference.png", fig, bbox_inches="tight")
         plt.close(fig)
 
 

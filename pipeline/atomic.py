@@ -37,6 +37,12 @@ def write_text(final, text: str):
     write_bytes(final, text.encode())
 
 
+def write_png(final, fig, **savefig_options):
+    """A matplotlib figure as a PNG, renamed into place (a report never shows half a chart)."""
+    with atomic_path(final, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, **savefig_options)
+
+
 def write_json(final, obj):
     write_text(final, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
