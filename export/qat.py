@@ -205,6 +205,7 @@ def fine_tune(qat_model, images, labels, recipe, minutes, lr, batch_size=64, see
     import tensorflow as tf
     import tf_keras as k
     from train.augment import Augment
+    from train.loop import without_autotune
 
     tf.random.set_seed(seed)
     frozen = freeze_batch_norm(qat_model)
@@ -217,9 +218,9 @@ def fine_tune(qat_model, images, labels, recipe, minutes, lr, batch_size=64, see
         optimizer = k.optimizers.Adam(lr, **ema)
     decay = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="qat_range_decay")
     batch_size = min(batch_size, len(labels))
-    data = (tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
-            .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).repeat()
-            .batch(batch_size, drop_remainder=True).prefetch(2))
+    data = without_autotune(tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+                            .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).repeat()
+                            .batch(batch_size, drop_remainder=True).prefetch(2))
     batches = iter(data)
     variables = qat_model.trainable_variables
 

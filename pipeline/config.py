@@ -83,6 +83,8 @@ class Train:
     mixed_precision: str = key("auto", "auto: mixed_bfloat16 where the CPU or accelerator computes bf16 natively",
                                choices=("auto", "float32", "mixed_bfloat16"))
     data_parallel: bool = key(False, "split each batch over all local devices")
+    fused_batchnorm: bool = key(True, "TensorFlow: train batch norm through the fused (oneDNN) kernel, 1.6x the "
+                                      "images/s of Keras' separate ops on this CPU (BENCHMARKS.md)")
     intra_op_threads: int = key(0, "TensorFlow threads inside one op (0 = all cores)", low=0, high=1024)
     inter_op_threads: int = key(1, "TensorFlow ops run side by side (0 = TensorFlow's choice); 1 ran as fast as "
                                    "TensorFlow's choice or faster on 2 cores (BENCHMARKS.md)", low=0, high=1024)

@@ -25,6 +25,7 @@ from pipeline.scoring import score
 from train import recipe as recipe_mod
 from train import budget, report
 from train.augment import Augment
+from train.fused_batchnorm import fuse_batchnorm
 from train.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochTimer, Progress, StopAfter,
                              backed_up_epochs)
 
@@ -120,7 +121,18 @@ def feed(x, y, batch, shuffle_seed=None):
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dict(x=ds.batch(batch).prefetch(tf.data.AUTOTUNE), shuffle=False)  # shuffled above
+    return dict(x=without_autotune(ds.batch(batch).prefetch(2)), shuffle=False)  # shuffled above
+
+
+def without_autotune(ds):
+    """`ds` with tf.data's autotuning off. Its model thread sleeps 10 ms, 20, 40 ... (up to 60 s) between
+    runs, and about every other time an iterator is torn down (the end of fit) the process waits idle for
+    the current sleep to end: half the timed fits of benchmarks/train_speed.py ran at "100 img/s". This
+    pipeline has nothing to tune (no parallel map), so a fixed prefetch of 2 batches loses nothing."""
+    import tensorflow as tf
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def validation(x, y, batch):
@@ -133,9 +145,11 @@ def validation(x, y, batch):
 
 # ---------------------------------------------------------------- the model
 
-def build_trainable(model_preset, recipe, steps_per_epoch, seed=0, steps_per_execution=1):
+def build_trainable(model_preset, recipe, steps_per_epoch, seed=0, steps_per_execution=1, fused_batchnorm=True):
     """(deployable net, compiled training wrapper = augmentation + net): the benchmarks time this too."""
     net = build_preset(model_preset, l2=recipe.l2)
+    if fused_batchnorm:
+        fuse_batchnorm(net)
     image = keras.Input(shape=net.input_shape[1:], name="image")
     wrapper = keras.Model(image, net(Augment(cutout=recipe.cutout, seed=seed)(image)), name="train_wrapper")
     wrapper.compile(optimizer=recipe_mod.optimizer(recipe, steps_per_epoch), loss=recipe_mod.loss(recipe),
@@ -224,7 +238,8 @@ def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
     if cfg.train.time_budget and not resume:
         with scope:
             ips, trace_s = budget.measure_images_per_s(
-                lambda: build_trainable(cfg.model.preset, cfg.recipe, steps_per_epoch, seed=seed),
+                lambda: build_trainable(cfg.model.preset, cfg.recipe, steps_per_epoch, seed=seed,
+                                        fused_batchnorm=cfg.train.fused_batchnorm),
                 x_fit.astype(np.float32), _one_hot(y_fit), batch, feed)
         cfg, plan = budget.plan(cfg, config_mod.parse_duration(cfg.train.time_budget, "train.time_budget"),
                                 time.perf_counter() - t_start, ips, trace_s, len(y_fit), len(y_val))
@@ -239,7 +254,8 @@ def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
     keras.utils.set_random_seed(seed)
     with scope:
         net, wrapper = build_trainable(cfg.model.preset, recipe, steps_per_epoch, seed=seed,
-                                       steps_per_execution=cfg.train.steps_per_execution)
+                                       steps_per_execution=cfg.train.steps_per_execution,
+                                       fused_batchnorm=cfg.train.fused_batchnorm)
     env = {**report.environment(), "policy": policy,
            "distribution": {"replicas": replicas, "global_batch": batch, "per_replica_batch": batch // replicas}}
     atomic.write_json(run_dir / ("environment.json" if not resume else f"environment.resume-{int(time.time())}.json"),
