@@ -27,18 +27,20 @@ EPOCH_IMAGES = 45_000
 TRAIN_FLOP_PER_IMAGE = 3 * 288.3e6  # forward 288.3 MFLOP (TF profiler, see BENCHMARKS.md); backward ~2x forward
 
 # name -> variant; the first is the `fast` preset as it ran before this benchmark (float32, numpy feed,
-# TensorFlow's default thread pools); the rest use tf.data and one inter-op thread (train.inter_op_threads).
+# TensorFlow's default thread pools, Keras' unfused batch norm); the rest use tf.data and, unless named,
+# one inter-op thread (train.inter_op_threads) and the fused batch norm (train.fused_batchnorm).
+_BASE = dict(policy="mixed_bfloat16", batch=512, intra=0, inter=1, feed="tfdata", augment=True, fused=True)
 VARIANTS = {
-    "fp32 b512 (old default)":    dict(policy="float32", batch=512, intra=0, inter=0, feed="numpy", augment=True),
-    "fp32 b512 default threads":  dict(policy="float32", batch=512, intra=0, inter=0, feed="tfdata", augment=True),
-    "fp32 b256":                  dict(policy="float32", batch=256, intra=0, inter=1, feed="tfdata", augment=True),
-    "fp32 b512":                  dict(policy="float32", batch=512, intra=0, inter=1, feed="tfdata", augment=True),
-    "fp32 b1024":                 dict(policy="float32", batch=1024, intra=0, inter=1, feed="tfdata", augment=True),
-    "bf16 b256":                  dict(policy="mixed_bfloat16", batch=256, intra=0, inter=1, feed="tfdata", augment=True),
-    "bf16 b512 (default)":        dict(policy="mixed_bfloat16", batch=512, intra=0, inter=1, feed="tfdata", augment=True),
-    "bf16 b1024":                 dict(policy="mixed_bfloat16", batch=1024, intra=0, inter=1, feed="tfdata", augment=True),
-    "bf16 b512 default threads":  dict(policy="mixed_bfloat16", batch=512, intra=0, inter=0, feed="tfdata", augment=True),
-    "bf16 b512 no augment":       dict(policy="mixed_bfloat16", batch=512, intra=0, inter=1, feed="tfdata", augment=False),
+    "fp32 b512 (old default)":    dict(_BASE, policy="float32", inter=0, feed="numpy", fused=False),
+    "fp32 b512 unfused BN":       dict(_BASE, policy="float32", fused=False),
+    "fp32 b512":                  dict(_BASE, policy="float32"),
+    "fp32 b512 default threads":  dict(_BASE, policy="float32", inter=0),
+    "bf16 b256":                  dict(_BASE, batch=256),
+    "bf16 b512 (default)":        dict(_BASE),
+    "bf16 b1024":                 dict(_BASE, batch=1024),
+    "bf16 b512 unfused BN":       dict(_BASE, fused=False),
+    "bf16 b512 default threads":  dict(_BASE, inter=0),
+    "bf16 b512 no augment":       dict(_BASE, augment=False),
 }
 QUICK = ("fp32 b512 (old default)", "bf16 b512 (default)")
 
@@ -71,13 +73,13 @@ def one_variant(v, steps, warmup=3):
     import keras
     import numpy as np
     from train import recipe as recipe_mod
-    from train.loop import build_trainable
+    from train.loop import build_trainable, without_autotune
     from pipeline import config as config_mod
 
     keras.mixed_precision.set_global_policy(v["policy"])
     recipe = dataclasses.replace(config_mod.load().train.presets["fast"], batch_size=v["batch"])
     n = v["batch"] * steps
-    net, wrapper = build_trainable("seed", recipe, steps_per_epoch=steps)
+    net, wrapper = build_trainable("seed", recipe, steps_per_epoch=steps, fused_batchnorm=v["fused"])
     if not v["augment"]:  # the network alone: what the augmentation layer costs
         wrapper = keras.Model(net.inputs, net.outputs)
         wrapper.compile(optimizer=recipe_mod.optimizer(recipe, steps), loss=recipe_mod.loss(recipe))
@@ -89,12 +91,21 @@ def one_variant(v, steps, warmup=3):
         if v["feed"] == "numpy":
             return dict(x=x[: count * v["batch"]], y=y[: count * v["batch"]], batch_size=v["batch"])
         ds = tf.data.Dataset.from_tensor_slices((x[: count * v["batch"]], y[: count * v["batch"]]))
-        return dict(x=ds.batch(v["batch"]).prefetch(2))
+        return dict(x=without_autotune(ds.batch(v["batch"]).prefetch(2)))
+
+    class StepClock(keras.callbacks.Callback):
+        """First step's start to last step's end: what fit spends after it (tearing down the
+        iterator) is not training, and the numpy feed's autotuned tf.data can wait there idle."""
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = getattr(self, "start", None) or time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.end = time.perf_counter()
 
     wrapper.fit(**feed(warmup), epochs=1, verbose=0)
-    t0 = time.perf_counter()
-    wrapper.fit(**feed(steps), epochs=1, verbose=0)
-    seconds = time.perf_counter() - t0
+    clock = StepClock()
+    wrapper.fit(**feed(steps), epochs=1, verbose=0, callbacks=[clock])
+    seconds = clock.end - clock.start
     return {"images_per_s": n / seconds, "step_s": seconds / steps}
 
 
@@ -140,17 +151,18 @@ def main():
     lines = [f"## CPU training throughput ({time.strftime('%Y-%m-%d')})", "",
              f"Command: `python benchmarks/train_speed.py --steps {args.steps}`. Machine: {cpu}, "
              f"{os.cpu_count()} cores ({isa}). Model `seed` (792,330 params), recipe `fast`, TensorFlow backend; "
-             f"{args.steps} timed steps per variant after a 3-step warm-up, each variant in its own process.",
+             f"{args.steps} timed steps per variant (first step's start to last step's end) after a 3-step warm-up, "
+             "each variant in its own process.",
              f"Matmul peak measured in the same run (2048x2048, all cores): float32 {peaks['float32']:.0f} GFLOP/s, "
              f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s. Training FLOPs counted as 3x the 288.3 MFLOP forward pass.", "",
-             "| variant | policy | batch | intra/inter threads | feed | augment | images/s | s per 45k epoch "
+             "| variant | policy | batch | intra/inter threads | feed | augment | BN | images/s | s per 45k epoch "
              "| x old default | share of fp32 peak | share of its precision's peak |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows:
         v = VARIANTS[name]
         ips = r["images_per_s"]
         threads = f"{v['intra'] or 'auto'}/{v['inter'] or 'auto'}"
-        lines.append(f"| {name} | {v['policy']} | {v['batch']} | {threads} | {v['feed']} | {'yes' if v['augment'] else 'no'} "
+        lines.append(f"| {name} | {v['policy']} | {v['batch']} | {threads} | {v['feed']} | {'yes' if v['augment'] else 'no'} | {'fused' if v['fused'] else 'Keras ops'} "
                      f"| {ips:.0f} | {EPOCH_IMAGES / ips:.0f} | {ips / base:.2f} | "
                      f"{ips * TRAIN_FLOP_PER_IMAGE / 1e9 / peaks['float32']:.0%} | "
                      f"{ips * TRAIN_FLOP_PER_IMAGE / 1e9 / peaks['bfloat16' if 'bfloat16' in v['policy'] else 'float32']:.0%} |")

@@ -36,7 +36,7 @@ def child(precision, batch, steps, warmup=3):
     import tensorflow as tf
 
     from pipeline import config as config_mod
-    from train.loop import build_trainable
+    from train.loop import build_trainable, without_autotune
     cfg = config_mod.load()
     tf.config.threading.set_intra_op_parallelism_threads(cfg.train.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(cfg.train.inter_op_threads)
@@ -48,7 +48,8 @@ def child(precision, batch, steps, warmup=3):
     n = batch * max(steps, warmup)
     x = rng.integers(0, 256, (n, 32, 32, 3)).astype(np.float32)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]
-    data = lambda k: tf.data.Dataset.from_tensor_slices((x[:k * batch], y[:k * batch])).batch(batch)  # noqa: E731
+    data = lambda k: without_autotune(  # noqa: E731
+        tf.data.Dataset.from_tensor_slices((x[:k * batch], y[:k * batch])).batch(batch))
     model.fit(data(warmup), epochs=1, verbose=0)
     ctypes.CDLL(None).fflush(None)
     sys.stdout.write(MARK + "\n")

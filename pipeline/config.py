@@ -86,8 +86,9 @@ class Train:
     fused_batchnorm: bool = key(True, "TensorFlow: train batch norm through the fused (oneDNN) kernel, 1.6x the "
                                       "images/s of Keras' separate ops on this CPU (BENCHMARKS.md)")
     intra_op_threads: int = key(0, "TensorFlow threads inside one op (0 = all cores)", low=0, high=1024)
-    inter_op_threads: int = key(1, "TensorFlow ops run side by side (0 = TensorFlow's choice); 1 ran as fast as "
-                                   "TensorFlow's choice or faster on 2 cores (BENCHMARKS.md)", low=0, high=1024)
+    inter_op_threads: int = key(1, "TensorFlow ops run side by side (0 = TensorFlow's choice); on 2 cores 1 and "
+                                   "TensorFlow's choice ran within 7% of each other, either way (BENCHMARKS.md)",
+                                low=0, high=1024)
     time_budget: str = key("", "wall-clock budget like 90m or 2h: size the epochs to it ('' = off)")
     presets: dict = key({}, "named recipes (see Recipe)")
 
