@@ -16,10 +16,10 @@ def _fused_training_call(self, inputs, training=None, mask=None):
     if not (training and self.trainable) or mask is not None:
         return type(self).call(self, inputs, training=training, mask=mask)
     import tensorflow as tf
-    ones, zeros = tf.ones(inputs.shape[-1]), tf.zeros(inputs.shape[-1])
+    channels = inputs.shape[-1]
     y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-        inputs, tf.cast(self.gamma, tf.float32) if self.scale else ones,
-        tf.cast(self.beta, tf.float32) if self.center else zeros,
+        inputs, tf.cast(self.gamma, tf.float32) if self.scale else tf.ones(channels),
+        tf.cast(self.beta, tf.float32) if self.center else tf.zeros(channels),
         mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
         epsilon=self.epsilon, data_format="NHWC", is_training=True,
         exponential_avg_factor=1.0 - self.momentum)  # returns the updated moving statistics
