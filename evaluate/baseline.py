@@ -4,11 +4,29 @@ and diff.md, a Markdown table ready to paste into a pull request.
 Gated: each artifact's accuracy may fall at most gates.max_regression_pp below the baseline's, and
 every artifact of the baseline must still be evaluated. Shown, not gated: per-class accuracy,
 agreement, size and latency (machines differ and are noisy).
+
+What a baseline must be, else it is refused with one line naming the file and the key, before any
+artifact is scored: an evaluation.json that passed its gates (`passed: true`, `gates_checked`),
+lists at least one artifact, scored the full test split, and scored the same number of test
+images (`test_images`) of the same test data (`test_data.sha256`, which evaluate records; a report
+without it is refused: evaluate once without --baseline to write a new one) as this run.
+
+Where the report goes, so that a failed run never becomes the next run's baseline (`make gate`
+compares with reports/evaluation.json and reports into reports/): a run that fails while its
+baseline is its own report dir's evaluation.json writes its whole report, diff.md included, to
+`<report dir>/failed/` (replaced as one unit), and leaves the baseline and the files beside it
+untouched. Every other run writes into the report dir, removes a diff.md there that it did not
+write (a run without --baseline), and removes a `failed/` left by an earlier failed run.
 """
-from pipeline import config as config_mod
+import shutil
+from pathlib import Path
+
+from pipeline import atomic, config as config_mod
 from pipeline.errors import PipelineError
 
 SCHEMA_VERSIONS = (2, 3)  # what compare() reads (artifacts, accuracies) is the same in both
+FAILED_DIR = "failed"  # <report dir>/failed/: a failed run's report when the report dir holds its baseline
+REPORT_FILE = "evaluation.json"
 
 
 def load(path):
@@ -17,9 +35,84 @@ def load(path):
     if not isinstance(data, dict) or data.get("schema_version") not in SCHEMA_VERSIONS \
             or not isinstance(data.get("artifacts"), list):
         raise PipelineError(f"{path}: not an evaluation.json of schema {SCHEMA_VERSIONS} (evaluate writes one)")
+    if data.get("passed") is not True:
+        raise PipelineError(f"{path}: \"passed\" is {data.get('passed')!r}: a failed evaluation cannot be a "
+                            "baseline")
+    if data.get("gates_checked") is not True:
+        raise PipelineError(f"{path}: \"gates_checked\" is {data.get('gates_checked')!r}: a --no-gates report "
+                            "passed no gate and cannot be a baseline")
+    if not data["artifacts"]:
+        raise PipelineError(f"{path}: \"artifacts\" is empty: a baseline without artifacts gates nothing")
+    for i, a in enumerate(data["artifacts"]):
+        ok = isinstance(a, dict) and isinstance(a.get("name"), str) and (a.get("status") != "ok" or (
+            isinstance(a.get("accuracy"), (int, float)) and isinstance(a.get("per_class_accuracy"), list)
+            and isinstance(a.get("bytes"), int)))
+        if not ok:
+            raise PipelineError(f"{path}: \"artifacts\"[{i}] is not an evaluated artifact row "
+                                "(name, status, accuracy, per_class_accuracy, bytes)")
     if not data.get("full_test_set"):
         raise PipelineError(f"{path}: the baseline scored a subset of the test split; it cannot be compared")
     return data
+
+
+def test_data(cfg, n):
+    """What this run scores: {source, sha256 of the test data file, images}, for the report."""
+    source = config_mod.project_path(cfg.data.test)
+    return {"source": str(cfg.data.test), "sha256": atomic.sha256_tree(source) if source.exists() else None,
+            "images": int(n)}
+
+
+def check_test_data(base, base_path, cfg, n):
+    """This run's test_data record; refuses a baseline scored on another number of images or other data
+    (called once the test split is loaded, before any artifact is scored)."""
+    ours = test_data(cfg, n)
+    if base is None:
+        return ours
+    images = base.get("test_images")
+    if isinstance(images, bool) or images != ours["images"]:
+        raise PipelineError(f"{base_path}: \"test_images\" is {images!r}, this run scores {ours['images']}: "
+                            "accuracies on other images cannot be compared")
+    recorded = base.get("test_data")
+    theirs = recorded.get("sha256") if isinstance(recorded, dict) else None
+    if theirs is None:
+        raise PipelineError(f"{base_path}: \"test_data.sha256\" is missing, so the test data it was scored on is "
+                            "unknown; evaluate once without --baseline to write a baseline that records it")
+    if theirs != ours["sha256"]:
+        raise PipelineError(f"{base_path}: \"test_data.sha256\" {str(theirs)[:12]}... differs from this run's "
+                            f"{cfg.data.test} ({str(ours['sha256'])[:12]}...): scored on other test data")
+    return ours
+
+
+def _is_report_of(base_path, report_dir):
+    return base_path is not None and Path(base_path).resolve() == (Path(report_dir) / REPORT_FILE).resolve()
+
+
+def write_report(result, report_dir, cfg, diff_md, base_path):
+    """Write the report (and diff.md) where the module doc says; return the folder it went to."""
+    from evaluate import report
+    report_dir = Path(report_dir)
+    failed_dir = report_dir / FAILED_DIR
+    if not result["passed"] and _is_report_of(base_path, report_dir):
+        atomic.check_replaceable(failed_dir, REPORT_FILE)
+        atomic.recover_dir(failed_dir)
+        staging = atomic.staging_dir(failed_dir)
+        try:
+            if diff_md is not None:
+                atomic.write_text(staging / "diff.md", diff_md)
+            report.write(result, staging, cfg)
+            atomic.publish_dir(staging, failed_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return failed_dir
+    diff = report_dir / "diff.md"
+    if diff_md is not None:
+        atomic.write_text(diff, diff_md)
+    elif diff.is_file() or diff.is_symlink():
+        diff.unlink()  # an earlier run's comparison must not sit beside this run's report
+    report.write(result, report_dir, cfg)
+    if (failed_dir / REPORT_FILE).is_file() and not failed_dir.is_symlink():
+        shutil.rmtree(failed_dir)  # an earlier failed run's report: this one supersedes it
+    return report_dir
 
 
 def _pp(value):
@@ -62,5 +155,5 @@ def compare(result, base, base_path, max_regression_pp):
         + ("" if same_model else " **The checkpoint differs from the baseline's.**"), "",
         "| artifact | accuracy | change pp | worst class (pp) | agreement change pp | bytes | p50 ms 1T (shown, not gated) |",
         "| --- | --- | --- | --- | --- | --- | --- |", *lines,
-        *([f"", f"New artifacts, not in the baseline: {', '.join(new)}."] if new else []), ""])
+        *(["", f"New artifacts, not in the baseline: {', '.join(new)}."] if new else []), ""])
     return gates, text

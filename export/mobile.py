@@ -10,7 +10,10 @@
 
 Tensor facts are read from the .tflite files themselves with the LiteRT interpreter (what
 the app will see), after each file's sha256 is checked against the manifest. The folder is
-written beside itself and renamed into place, so an app build never picks up half a bundle.
+written beside itself and swapped into place in one step (pipeline.atomic.publish_dir), so an
+app build never picks up half a bundle and a kill leaves the old bundle or the new one. Only a
+folder an earlier bundle made (it holds model_spec.json), an empty one or a new one is replaced:
+anything else (other files, a regular file, a symlink) is refused before any work.
 examples/litert_mobile.py runs the bundle exactly as an app does.
 """
 import argparse
@@ -28,6 +31,7 @@ from pipeline.errors import PipelineError, fail_cleanly
 PREPROCESSING = "raw RGB 0..255, NHWC, no other preprocessing"
 RESIZE = ("the whole image resized to 32x32 (no crop, aspect ratio not kept), area averaging; "
           "alpha composited over white; grayscale and palette expanded to RGB")
+SPEC_FILE = "model_spec.json"  # marks a folder as a bundle: only such a folder is replaced
 MODELS = [row for row in ARTIFACTS.values() if row.mobile]  # the bundle's models, from the artifact table
 
 
@@ -46,6 +50,8 @@ def tensor_spec(model_path):
 
 def build(manifest_path, out_dir):
     """Write the bundle to `out_dir` atomically; return the model_spec dict."""
+    atomic.check_replaceable(out_dir, SPEC_FILE)  # only an earlier bundle (or nothing) is replaced
+    atomic.recover_dir(out_dir)  # what a killed earlier build left beside it
     manifest_path = Path(manifest_path)
     data = manifest.read(manifest_path)
     entries = {row.mobile: manifest.find(data, row.name) for row in MODELS}
@@ -70,7 +76,7 @@ def build(manifest_path, out_dir):
                   f"quantization {tensors['input']['quantization']}, output {tensors['output']['dtype']}"
                   f"{tensors['output']['shape']} quantization {tensors['output']['quantization']}")
         (tmp / "labels.txt").write_text("\n".join(labels) + "\n")
-        atomic.write_json(tmp / "model_spec.json", spec)
+        atomic.write_json(tmp / SPEC_FILE, spec)
     return spec
 
 

@@ -13,17 +13,19 @@ def atomic_path(final, suffix=""):
     """Yield a temp path beside `final`; rename it over `final` only if the block succeeds.
 
     Works for files and folders. The temp name keeps `suffix` (e.g. ".h5") because
-    some writers pick the format from the extension.
+    some writers pick the format from the extension. A folder replaces the old one through
+    `publish_dir`: a kill at any moment leaves the old folder or the new one, whole (after
+    `recover_dir`, where the kernel cannot swap two folders in one step).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = staging_dir(final)  # `.NAME.staging-PID-*`: recover_dir(final) removes it after a kill
     target = tmp / (final.name + suffix if suffix and not final.name.endswith(suffix) else final.name)
     try:
         yield target
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
-        os.replace(target, final)
+        if target.is_dir() or (final.is_dir() and not final.is_symlink()):
+            publish_dir(target, final)  # a folder: swapped in one step, the old one kept until then
+        else:
+            os.replace(target, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -86,6 +88,32 @@ def _exchange(a, b):
     return ok
 
 
+def check_replaceable(folder, marker_name):
+    """Refuse (PipelineError, before any work) to replace `folder` unless it is new, empty, or was
+    made by the tool that replaces it: it holds `marker_name` (manifest.json for an export,
+    model_spec.json for a mobile bundle). A regular file or a symbolic link there is refused too:
+    publishing swaps the whole folder, so anything else in it would be deleted."""
+    from pipeline.errors import PipelineError
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise PipelineError(f"{folder}: is a symbolic link; give the output folder itself (nothing was written)")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise PipelineError(f"{folder}: is a file, not an output folder; refused (nothing was written)")
+    marker = folder / marker_name
+    if marker.is_file() and not marker.is_symlink():
+        return
+    try:
+        entries = sorted(p.name for p in folder.iterdir())
+    except OSError as exc:
+        raise PipelineError(f"{folder}: cannot list the output folder ({exc.strerror or exc})") from None
+    if entries:
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise PipelineError(f"{folder}: holds files no earlier run made ({shown}; no {marker_name}); it would "
+                            "be replaced whole: give a new or empty folder (nothing was written)")
+
+
 def staging_dir(final, kind="staging"):
     """A new hidden folder beside `final` to build the next version of it in."""
     final = Path(final)
@@ -99,11 +127,14 @@ def publish_dir(staging, final):
     swap two folders, the old one is renamed aside first, and `recover_dir` puts it back if the
     process dies between the two renames."""
     staging, final = Path(staging), Path(final)
-    if not final.exists():
+    if not (final.exists() or final.is_symlink()):
         os.replace(staging, final)
         return
     if _exchange(staging, final):
-        shutil.rmtree(staging, ignore_errors=True)  # staging now holds the old version
+        if staging.is_dir() and not staging.is_symlink():  # staging now holds the old version
+            shutil.rmtree(staging, ignore_errors=True)
+        else:  # the old one was a file or a link: never leave it behind as a stale staging entry
+            staging.unlink(missing_ok=True)
         return
     aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-{os.getpid()}-", dir=final.parent))
     os.replace(final, aside / "old")
@@ -130,9 +161,9 @@ def recover_dir(final):
     removed = []
     for kind in ("old", "staging"):
         for p in sorted(final.parent.glob(f".{final.name}.{kind}-*")):
-            try:
-                pid = int(p.name.split("-")[1])
-            except (IndexError, ValueError):
+            try:  # .NAME.KIND-PID-random (NAME itself may hold dashes)
+                pid = int(p.name[len(f".{final.name}.{kind}-"):].split("-")[0])
+            except ValueError:
                 continue
             if pid != os.getpid() and _pid_alive(pid):
                 continue  # another export is still working there

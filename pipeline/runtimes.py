@@ -11,6 +11,7 @@ in its own process (see evaluate/worker.py). export (parity) and predict use the
 """
 import numpy as np
 
+from pipeline import artifacts
 from pipeline.errors import PipelineError, first_line
 
 # pipeline.model.INPUT_SHAPE, repeated so the onnxruntime and LiteRT workers never import Keras.
@@ -52,6 +53,8 @@ class SavedModelRunner:
     batchable = True
 
     def __init__(self, name, path, threads):
+        from pipeline import graph_ops
+        graph_ops.check_saved_model(path)  # its ops, read from saved_model.pb before any of it runs
         import tensorflow as tf
         try:
             loaded = tf.saved_model.load(str(path))
@@ -81,6 +84,8 @@ class OnnxRunner:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        from pipeline import graph_ops
+        graph_ops.check_onnx(path)  # its ops, read from the file before a session is made
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -162,7 +167,7 @@ def configure_tensorflow(threads):
 
 def open_runner(entry, path, threads):
     """A runner for one manifest entry at `threads` threads; PipelineError if it cannot load."""
-    if entry["format"] in ("keras", "saved_model"):
+    if artifacts.get(entry["name"]).runtime == "tensorflow":
         configure_tensorflow(threads)
     return RUNNERS[entry["format"]](entry["name"], path, threads)
 
