@@ -72,7 +72,7 @@ def one_variant(v, steps, warmup=3):
     tf = _setup_tf(v["intra"], v["inter"])
     import keras
     import numpy as np
-    from train import recipe as recipe_mod
+    from pipeline import recipe as recipe_mod
     from train.loop import build_trainable, without_autotune
     from pipeline import config as config_mod
 

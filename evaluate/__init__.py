@@ -1,5 +1,9 @@
 """The evaluate stage: every exported artifact in its real runtime, accuracy and latency side by side.
 
+`python -m evaluate --help`; the API is
+
     from evaluate.run import evaluate_all
-    report = evaluate_all(cfg, manifest_path=None, report_dir=None, limit=None, latency=True)
+    report = evaluate_all(cfg, latency=True, gates_on=True, progress=print)
+
+with everything else (manifest, report folder, --limit, baseline) read from the config `cfg`.
 """

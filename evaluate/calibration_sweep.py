@@ -4,10 +4,10 @@
     result = sweep(manifest_path, manifest, cfg, test.images, test.labels)
     write(result, "reports")   # calibration_sweep.md + calibration_sweep.png
 
-The manifest's onnx_fp32 artifact (sha256-verified) is quantized by export.onnx_export.write_int8
+The manifest's onnx_fp32 artifact (sha256-verified) is quantized by pipeline.onnx_quantize.write_int8
 with the export's own int8 settings (int8_settings(cfg.export)), only the calibration method
 replaced, on `size` images of the calibration set the manifest declares (sha256-checked; stored
-class by class, so export.layer_error.spread takes every class). Each int8 copy and the float
+class by class; pipeline.sampling.spread takes every class). Each int8 copy and the float
 model are scored on the given test images in onnxruntime (batch 250, all cores).
 
 This is for *seeing* how many calibration images are enough, not for choosing: the export's
@@ -96,8 +96,7 @@ def sweep(manifest_path, manifest, cfg, test_images, test_labels, sizes=SIZES, m
     "seconds"}. Accuracies are fractions; drop_pp = (float - int8) x 100. Sizes larger than the
     calibration set are skipped with a note.
     """
-    from export import onnx_export
-    from export.layer_error import spread
+    from pipeline import onnx_quantize, sampling
 
     started = time.perf_counter()
     sizes, methods = _check_arguments(sizes, methods)
@@ -114,7 +113,7 @@ def sweep(manifest_path, manifest, cfg, test_images, test_labels, sizes=SIZES, m
             notes.append(f"{s} images skipped: the calibration set has only {len(calib)}")
             _say(progress, f"calibration sweep: {notes[-1]}")
 
-    base = onnx_export.int8_settings(cfg.export)
+    base = onnx_quantize.int8_settings(cfg.export)
     _say(progress, f"calibration sweep: onnx_fp32 on {len(test_images)} test images")
     float_accuracy = _top1_accuracy("onnx_fp32", fp32_path, test_images, test_labels)
     _say(progress, f"  float: {float_accuracy * 100:.2f}%")
@@ -124,10 +123,10 @@ def sweep(manifest_path, manifest, cfg, test_images, test_labels, sizes=SIZES, m
         for method in methods:
             settings = {**base, "calibration": method}
             for size in usable:
-                images = spread(calib.images, size)
+                images = calib.images[sampling.spread(calib.labels, size)]
                 out = Path(tmp) / f"int8_{method}_{size}.onnx"
                 t0 = time.perf_counter()
-                onnx_export.write_int8(fp32_path, out, images, settings)
+                onnx_quantize.write_int8(fp32_path, out, images, settings)
                 quantize_s = time.perf_counter() - t0
                 accuracy = _top1_accuracy(f"int8 {method}/{size}", out, test_images, test_labels)
                 made[method, size] = atomic.sha256_file(out)

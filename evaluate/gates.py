@@ -5,15 +5,16 @@ For every artifact, always:
                - max_drop_pp_<kind>; with no reference accuracy in the manifest this gate fails and says why
   status       the artifact loaded and ran
 For the `keras` artifact: accuracy >= reference accuracy - reference_tolerance_pp.
-For every .tflite: mobile_ready, the readiness checks export recorded in the manifest
-(export.mobile_checks) that [gates] mobile_checks requires; a check that could not run fails.
+For every kind with mobile_checks (pipeline/artifacts.py): mobile_ready, the readiness checks export recorded in the manifest
+(pipeline.mobile_checks) that [gates] mobile_checks requires; a check that could not run fails.
 When `keras` was exported, for every other artifact: the drop against it <= max_drop_pp_<kind>
 and top-1 agreement >= min_agreement_<kind> (same images, so also valid on a --limit subset).
 Latency is reported, never gated: shared CI machines are too noisy for it.
 A failed gate prints `GATE FAILED: <artifact> <metric> = <value> (threshold <t>)`.
 """
-from export.mobile_checks import failures as mobile_failures
+from pipeline import artifacts
 from pipeline.artifacts import REFERENCE
+from pipeline.mobile_checks import failures as mobile_failures
 
 
 def _gate(artifact, metric, value, threshold, passed, why=None):
@@ -39,7 +40,7 @@ def check(rows, gates_cfg, reference, test_images, full_test_set):
         if row["status"] != "ok":
             results.append(_gate(name, "status", row["status"], "ok", False, row.get("error")))
             continue
-        if row.get("format") == "tflite" and gates_cfg.mobile_checks:
+        if artifacts.get(name).mobile_checks and gates_cfg.mobile_checks:
             record = row.get("mobile_ready")
             lines = mobile_failures(record, gates_cfg.mobile_checks) if record else \
                 ["the manifest records no mobile-readiness checks (export again)"]

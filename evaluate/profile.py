@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import artifacts
+
 TOP = 10
-UNAVAILABLE = {
-    "tflite": "LiteRT's Python API exposes no op profiler; use its benchmark_model --enable_op_profiling=true",
-    "keras": "TensorFlow's profiler writes TensorBoard traces (tf.profiler.experimental.start/stop)",
-    "saved_model": "TensorFlow's profiler writes TensorBoard traces (tf.profiler.experimental.start/stop)",
+UNAVAILABLE = {  # by the artifact table's runtime column, for kinds whose `profiler` is empty
+    "litert": "LiteRT's Python API exposes no op profiler; use its benchmark_model --enable_op_profiling=true",
+    "tensorflow": "TensorFlow's profiler writes TensorBoard traces (tf.profiler.experimental.start/stop)",
 }
 
 
@@ -59,6 +60,7 @@ def onnx_profile(path, threads, image, runs, warmup=10):
 
 def profile(entry, path, threads, image, runs):
     """The runtime's op profile of one artifact at batch 1, or {"unavailable": why}."""
-    if entry["format"] == "onnx":
+    row = artifacts.get(entry["name"])
+    if row.profiler == "onnxruntime":
         return onnx_profile(path, threads, image, runs)
-    return {"unavailable": UNAVAILABLE.get(entry["format"], "no profiler for this format")}
+    return {"unavailable": UNAVAILABLE.get(row.runtime, "no profiler for this runtime")}

@@ -5,7 +5,8 @@ Every file is written to a temp path and renamed, so a reader never sees half a 
 from pathlib import Path
 
 from evaluate import layer_report
-from pipeline import atomic
+from pipeline import artifacts, atomic
+from pipeline.artifacts import REFERENCE
 from pipeline import config as config_mod
 from pipeline.model import CLASSES
 
@@ -29,8 +30,8 @@ def _peaks(result):
 
 
 def _mobile_section(result):
-    """The readiness checks export recorded for every .tflite (gated by [gates] mobile_checks)."""
-    rows = [r for r in result["artifacts"] if r["format"] == "tflite"]
+    """The readiness checks export recorded for every mobile_checks kind (gated by [gates] mobile_checks)."""
+    rows = [r for r in result["artifacts"] if artifacts.get(r["name"]).mobile_checks]
     if not rows:
         return []
     lines = ["", "## Mobile readiness (checked at export)", "",
@@ -157,7 +158,7 @@ def charts(result, report_dir):
     atomic.write_png(Path(report_dir) / "accuracy_vs_latency.png", fig, bbox_inches="tight")
     plt.close(fig)
 
-    ref = next((r for r in rows if r["name"] == "keras"), None)
+    ref = next((r for r in rows if r["name"] == REFERENCE), None)
     if ref is not None:
         fig, ax = plt.subplots(figsize=(6.5, 5.5))
         m = ref["confusion"]

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate import baseline, gates, report
-from pipeline import machine
-from pipeline.artifacts import REFERENCE
-from pipeline.scoring import score
-from pipeline import atomic, config as config_mod
-from pipeline import evalset
+from evaluate import baseline, gates
+from pipeline import artifacts, config as config_mod, evalset, machine, sampling
 from pipeline import manifest as manifest_mod
+from pipeline.artifacts import REFERENCE
 from pipeline.errors import PipelineError
+from pipeline.scoring import score
 
 SCHEMA_VERSION = 3  # 3: peak_gops per precision (fp32, int8) replaces the float32-only peak_gflops
 
@@ -35,14 +33,6 @@ def _thread_counts(configured):
         if t not in out:
             out.append(t)
     return out
-
-
-def subset_indices(total, limit):
-    """Indices of `limit` test images spread evenly over the split: it is stored sorted by class,
-    so the first N images would all be airplanes. 0 (or >= total) means every image."""
-    if not limit or limit >= total:
-        return np.arange(total)
-    return np.linspace(0, total - 1, int(limit)).round().astype(np.int64)
 
 
 def _spawn(job, workdir, tag, timeout_s):
@@ -114,14 +104,14 @@ def evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, 
 
 def _add_peak_share(row, flops, peak, thread_counts):
     """Achieved G(FL)OP/s = graph FLOPs / time, over the peak of the precision the artifact computes in
-    (int8 kinds: the int8 matmul peak; the rest: float32) at the same thread count.
+    (the artifact table's `compute` column: int8 or float32) at the same thread count.
 
     A share above 100% would mean the probe missed the CPU's real peak (or the runtime skips work the
     graph states): it is recorded as None with `above_peak`, never printed as a percentage.
     """
     if not flops or row["status"] != "ok":
         return
-    precision = "int8" if row["kind"] == "int8" else "fp32"
+    precision = artifacts.get(row["name"]).compute
     peaks = peak.get(precision) or {}
     row["gflops"] = {}
 
@@ -139,58 +129,62 @@ def _add_peak_share(row, flops, peak, thread_counts):
         flops * row["throughput"]["images_per_s"] / 1e9, str(max(thread_counts)))
 
 
-def evaluate_all(cfg, latency=True, gates_on=True, progress=print):
-    """Evaluate every artifact, check the gates, write the report. Returns the report dict.
+# ---------------------------------------------------------------- the steps, in order
 
-    report["passed"] is False if any artifact failed or any gate failed. Everything evaluate needs
-    comes from the manifest and the files it lists (checked against their sha256).
-    """
+def read_inputs(cfg):
+    """(manifest path, manifest, baseline path, baseline): everything checked before any scoring."""
     ev = cfg.evaluate
     manifest_path = config_mod.project_path(ev.manifest)
-    report_dir = config_mod.project_path(ev.report_dir)
     manifest = manifest_mod.read(manifest_path)
     if not manifest["artifacts"]:
         raise PipelineError(f"{manifest_path}: the manifest lists no artifacts")
     manifest_mod.read_labels(manifest_path, manifest)
     base_path = config_mod.project_path(ev.baseline) if ev.baseline else None
-    base = baseline.load(base_path) if base_path else None  # before this run overwrites it
-    t_start = time.perf_counter()
-    timings = {}
+    return manifest_path, manifest, base_path, baseline.load(base_path) if base_path else None
 
+
+def load_test_images(cfg, base, base_path, timings):
+    """(images, labels, test-data record, size of the whole split): evaluate.limit images spread over the
+    classes (pipeline.sampling), refused first if the baseline was scored on other test data."""
     t0 = time.perf_counter()
     test = evalset.load_test(cfg)
-    index = subset_indices(len(test), ev.limit)
-    n = len(index)
-    images, labels = test.images[index], test.labels[index]
+    index = sampling.eval_subset(test.labels, cfg.evaluate.limit)
+    test_data = baseline.check_test_data(base, base_path, cfg, len(index))
     timings["load_test_s"] = round(time.perf_counter() - t0, 2)
-    thread_counts = _thread_counts(ev.threads)
-    progress(f"evaluate: {len(manifest['artifacts'])} artifacts from {manifest_path}, {n} test images, "
-             f"threads {thread_counts}{'' if latency else ', no latency'}")
+    return test.images[index], test.labels[index], test_data, len(test)
 
+
+class PeakProbe:
+    """Best matmul rate per precision and thread count, kept as the max over probes (before and after
+    the artifacts): on a shared machine, a busy neighbour only ever lowers it."""
+
+    def __init__(self, thread_counts, seconds, workdir, timings, progress):
+        self.peak = {"fp32": {}, "int8": {}, "isa": {p: machine.isa_for(p) for p in ("fp32", "int8")}}
+        self.thread_counts, self.seconds, self.workdir = thread_counts, seconds, workdir
+        self.timings, self.progress = timings, progress
+
+    def run(self, when):
+        t0 = time.perf_counter()
+        for t in self.thread_counts:
+            result = _spawn({"kind": "probe", "threads": t, "seconds": self.seconds},
+                            self.workdir, f"probe.{when}.t{t}", 120)
+            for precision, gops in (result.get("gops") or {}).items():
+                self.peak[precision][str(t)] = max(self.peak[precision].get(str(t)) or 0, gops)
+        self.timings[f"peak_probe_{when}_s"] = round(time.perf_counter() - t0, 2)
+        self.progress(f"peak probe {when}: " + "; ".join(
+            f"{p} ({self.peak['isa'][p]}) " + ", ".join(f"{g} G/s at {t}T" for t, g in self.peak[p].items())
+            for p in ("fp32", "int8")))
+
+
+def run_artifacts(manifest, manifest_path, images, thread_counts, ev, latency, timings, progress):
+    """(rows, {name: top-1 predictions}, peak): every artifact in its worker processes, between two peak probes."""
     rows, top1 = [], {}
     with tempfile.TemporaryDirectory(prefix="evaluate.") as tmp:
         workdir = Path(tmp)
         images_npy = workdir / "images.npy"
         np.save(images_npy, np.ascontiguousarray(images))
-
-        peak = {"fp32": {}, "int8": {}, "isa": {p: machine.isa_for(p) for p in ("fp32", "int8")}}
-
-        def probe(when):
-            """Best matmul rate per precision and thread count, kept as the max over probes (before and
-            after the artifacts): on a shared machine, a busy neighbour only ever lowers it."""
-            t0 = time.perf_counter()
-            for t in thread_counts:
-                result = _spawn({"kind": "probe", "threads": t, "seconds": ev.peak_probe_s},
-                                workdir, f"probe.{when}.t{t}", 120)
-                for precision, gops in (result.get("gops") or {}).items():
-                    peak[precision][str(t)] = max(peak[precision].get(str(t)) or 0, gops)
-            timings[f"peak_probe_{when}_s"] = round(time.perf_counter() - t0, 2)
-            progress(f"peak probe {when}: " + "; ".join(
-                f"{p} ({peak['isa'][p]}) " + ", ".join(f"{g} G/s at {t}T" for t, g in peak[p].items())
-                for p in ("fp32", "int8")))
-
-        probe("before")
-
+        probe = PeakProbe(thread_counts, ev.peak_probe_s, workdir, timings, progress)
+        probe.run("before")
         for i, entry in enumerate(manifest["artifacts"], 1):
             progress(f"[{i}/{len(manifest['artifacts'])}] {entry['name']} ({entry['format']}, {entry['precision']})")
             row, pred = evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, ev, latency,
@@ -201,46 +195,62 @@ def evaluate_all(cfg, latency=True, gates_on=True, progress=print):
                 progress(f"  {row['name']}: FAILED: {row['error']}")
             rows.append(row)
             timings[f"artifact_{row['name']}_s"] = row.get("wall_s")
-        probe("after")
+        probe.run("after")
+    return rows, top1, probe.peak
 
+
+def score_rows(rows, top1, labels, peak, thread_counts, progress):
+    """Accuracy, agreement with the reference artifact, latency summary and share of peak, per row;
+    returns the FLOPs per image (counted on the reference)."""
     reference = top1.get(REFERENCE)
     ref_score = score(labels, reference) if reference is not None else None
     flops = next((r.get("flops_per_image") for r in rows if r.get("flops_per_image")), None)
     for row in rows:
         if row["name"] in top1:
-            row.update(score(labels, top1[row["name"]], reference,
-                                      ref_score["accuracy"] if ref_score else None))
+            row.update(score(labels, top1[row["name"]], reference, ref_score["accuracy"] if ref_score else None))
             one = row["latency_by_threads"].get("1", {}).get("batch1_ms")
             row["latency_ms"] = {k: one[k] for k in ("p50", "p90", "p99")} if one else None
             _add_peak_share(row, flops, peak, thread_counts)
             progress(f"{row['name']}: accuracy {row['accuracy']:.4f}"
                      + (f", diff {row['diff_pp']:+.2f} pp, agreement {row['agreement']:.4f}"
                         if row["agreement"] is not None else ""))
+    return flops
+
+
+def evaluate_all(cfg, latency=True, gates_on=True, progress=print):
+    """Evaluate every artifact, check the gates, write the report. Returns the report dict.
+
+    report["passed"] is False if any artifact failed or any gate failed. Everything evaluate needs
+    comes from the manifest and the files it lists (checked against their sha256).
+    """
+    ev, t_start, timings = cfg.evaluate, time.perf_counter(), {}
+    manifest_path, manifest, base_path, base = read_inputs(cfg)  # the baseline before this run can overwrite it
+    images, labels, test_data, split_size = load_test_images(cfg, base, base_path, timings)
+    n, thread_counts = len(labels), _thread_counts(ev.threads)
+    progress(f"evaluate: {len(manifest['artifacts'])} artifacts from {manifest_path}, {n} test images, "
+             f"threads {thread_counts}{'' if latency else ', no latency'}")
+    rows, top1, peak = run_artifacts(manifest, manifest_path, images, thread_counts, ev, latency, timings, progress)
+    flops = score_rows(rows, top1, labels, peak, thread_counts, progress)
 
     reference = manifest["reference"]
-    gate_results, diff_md = [], None
-    if gates_on:
-        gate_results = gates.check(rows, cfg.gates, reference, n, full_test_set=(n == len(test)))
-    result_classes = manifest["classes"]
+    gate_results = gates.check(rows, cfg.gates, reference, n, full_test_set=(n == split_size)) if gates_on else []
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
-
     result = {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "manifest": str(ev.manifest), "source_checkpoint": manifest["source_checkpoint"],
-        "classes": result_classes, "test_images": n, "full_test_set": n == len(test), "threads": thread_counts,
+        "classes": manifest["classes"], "test_images": n, "full_test_set": n == split_size, "threads": thread_counts,
         "latency_measured": latency, "machine": machine.describe(),
         "flops_per_image": flops, "peak_gops": peak, "reference": reference,
-        "calibration": manifest.get("calibration"), "gates_checked": gates_on,
-        "artifacts": rows, "timings": timings,
+        "calibration": manifest.get("calibration"), "image_sets": manifest.get("image_sets"),
+        "gates_checked": gates_on, "test_data": test_data, "artifacts": rows, "timings": timings,
     }
+    diff_md = None
     if base is not None:
         base_gates, diff_md = baseline.compare(result, base, ev.baseline, cfg.gates.max_regression_pp)
         gate_results += base_gates
     failed = gates.failures(gate_results)
     result.update(gates=gate_results, gate_failures=failed, passed=not failed)
-    if diff_md is not None:
-        atomic.write_text(report_dir / "diff.md", diff_md)
-    report.write(result, report_dir, cfg)
+    report_dir = baseline.write_report(result, config_mod.project_path(ev.report_dir), cfg, diff_md, base_path)
     progress(f"wrote {report_dir}/evaluation.json, evaluation.md and charts in {timings['total_s']:.0f} s")
     return result

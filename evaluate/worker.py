@@ -20,6 +20,7 @@ def run_artifact(job):
     import numpy as np
 
     from evaluate import accuracy, latency
+    from pipeline import artifacts
 
     entry, threads = job["entry"], job["threads"]
     images = np.load(job["images"], mmap_mode="r")
@@ -32,7 +33,7 @@ def run_artifact(job):
         top1, out["throughput"] = accuracy.predict_top1(entry["name"], runner, images, job["batch"],
                                                         progress=lambda m: print(m, flush=True))
         np.save(job["predictions"], top1)
-    if job.get("flops") and entry["format"] == "keras":
+    if job.get("flops") and artifacts.get(entry["name"]).counts_flops:
         from evaluate.flops import count_flops
         out["flops_per_image"] = count_flops(runner.model)
     out["peak_rss_mb"] = latency.peak_rss_mb()  # before the profiler's own session

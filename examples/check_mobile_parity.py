@@ -20,9 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
-import numpy as np  # noqa: E402
 
-from pipeline import atomic, config, evalset, manifest  # noqa: E402
+from pipeline import atomic, config, evalset, manifest, sampling  # noqa: E402
 from pipeline.errors import PipelineError, fail_cleanly  # noqa: E402
 
 ARTIFACT = "tflite_int8"
@@ -47,8 +46,7 @@ def check(manifest_path, bundle=None, limit=0, threads=1):
     manifest_path = Path(manifest_path)
     entry = manifest.find(manifest.read(manifest_path), ARTIFACT)
     test = evalset.load_test(config.load())
-    # The split is sorted by class, so a slice takes evenly spaced images, not the first N.
-    idx = np.linspace(0, len(test) - 1, limit).round().astype(int) if limit else np.arange(len(test))
+    idx = sampling.eval_subset(test.labels, limit)  # the same --limit images evaluate scores
     images, labels = test.images[idx], test.labels[idx]
     with tempfile.TemporaryDirectory() as scratch:
         if bundle is None:

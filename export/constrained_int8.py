@@ -1,15 +1,15 @@
 """Accuracy-constrained int8: keep the most quantization-sensitive layers in float until int8 is close enough.
 
-With `export.int8_max_drop_pp` > 0 the int8 builders (onnx_int8, tflite_int8) hold
-`export.int8_holdout_images` of the calibration images out of calibration (spread over the
-classes; the rest calibrate) and measure top-1 accuracy on them, for the float model and for
+With `export.int8_max_drop_pp` > 0 the int8 builders (onnx_int8, tflite_int8) measure, on the
+holdout set (`export.int8_holdout_images` images of data.calibration that pipeline.sampling keeps
+out of the calibration set), top-1 accuracy on them, for the float model and for
 the int8 artifact. While int8 is more than `int8_max_drop_pp` points below float, they rebuild
 it with the 1, 2, ... most sensitive layers kept in float (fewest first, at most MAX_FLOAT_LAYERS)
 and stop at the first that is within the limit. The plain int8 artifact (step 0) is built
 first; a model that meets the limit with it costs one holdout evaluation and nothing else.
 
 Sensitivity ranking (export.layer_error measures; the plain int8 artifact's layers, on up to
-RANK_IMAGES calibration images, never holdout ones):
+pipeline.sampling.RANK_IMAGES calibration images, never holdout ones):
 
 * ONNX: `onnx_layer_error` compares each quantized tensor with float *after everything before
   it was quantized too*, so its SQNR mostly falls with depth and ranking by it would put the last
@@ -40,36 +40,18 @@ from pathlib import Path
 
 import numpy as np
 
-from export.layer_error import spread
+from export import onnx_export, parity, tflite_export
+from export.layer_error import onnx_layer_error, tflite_layer_error
+from pipeline import artifacts
 from pipeline.errors import PipelineError
+from pipeline.model import labels_text
+from pipeline.onnx_quantize import int8_settings, write_int8
 
 MAX_FLOAT_LAYERS = 8   # give up (PipelineError) past this many layers in float
-RANK_IMAGES = 200      # calibration images the sensitivity ranking is measured on
 _EPS = 1e-9            # accuracy comparisons: fractions of a few hundred images
 
 
 # ---------------------------------------------------------------- holdout and accuracy
-
-def split_holdout(labels, n):
-    """(calibration indices, holdout indices) of a labeled calibration set, both sorted.
-
-    The holdout takes `n` images spread over the classes (equal shares, +-1) and over each
-    class's images (the set is stored class by class, often in source order): within a class
-    images are taken in golden-ratio order (0, 0.618, 0.236, ... of the way through).
-    """
-    labels = np.asarray(labels)
-    if n >= len(labels):
-        raise PipelineError(f"export.int8_holdout_images = {n} leaves none of the {len(labels)} calibration "
-                            "images (export.calibration_images) to calibrate on")
-    rank = np.empty(len(labels), dtype=np.int64)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        spread = np.argsort((np.arange(len(idx)) * 0.6180339887498949) % 1.0, kind="stable")
-        rank[idx[spread]] = np.arange(len(idx))
-    order = np.lexsort((labels, rank))  # rank 0 of every class, then rank 1, ...
-    holdout = np.sort(order[:n])
-    return np.setdiff1d(np.arange(len(labels)), holdout), holdout
-
 
 def accuracy(probs, labels):
     return float(np.mean(np.asarray(probs).argmax(1) == np.asarray(labels)))
@@ -77,8 +59,6 @@ def accuracy(probs, labels):
 
 def _predict(kind, path, images):
     """Probabilities as export's parity check runs the artifact (export.parity.run)."""
-    from export import parity
-    from pipeline import artifacts
     return parity.run(artifacts.get(kind), path, images)
 
 
@@ -99,8 +79,6 @@ def onnx_ranking(fp32_path, qdq_path, prepared_path, images):
     "own_sqnr_db", "rank", "why"}], only those that add noise. `nodes` are node names of the
     quant_pre_process'ed fp32 model (`prepared_path`), as quantize_static's nodes_to_exclude takes them."""
     import onnx
-
-    from export.layer_error import onnx_layer_error
     rows = onnx_layer_error(fp32_path, qdq_path, images)
     by_tensor = {r["tensor"]: r for r in rows}
     qgraph = onnx.load(str(qdq_path), load_external_data=False).graph
@@ -153,7 +131,6 @@ def onnx_ranking(fp32_path, qdq_path, prepared_path, images):
 def tflite_ranking(saved_model_dir, images, calibration_images):
     """TFLite ops, most sensitive first: [{"layer", "fused", "op", "nodes", "sqnr_db", "rank", "why"}];
     `nodes` is the op's output tensor name, as the MLIR quantizer's denylisted_nodes takes it."""
-    from export.layer_error import tflite_layer_error
     rows = tflite_layer_error(saved_model_dir, images, calibration_images)
     found = sorted(({"layer": r["layer"] or r["tensor"], "fused": r["fused"], "op": r["op"],
                      "nodes": [r["tensor"]], "sqnr_db": round(r["sqnr_db"], 2)} for r in rows),
@@ -200,10 +177,9 @@ def search(name, build, rank, float_accuracy, holdout_labels, max_drop_pp, ranki
 
 
 def _split(exporter):
-    cal = exporter.calibration
-    exp = exporter.cfg.export
-    calib_idx, hold_idx = split_holdout(cal.labels, exp.int8_holdout_images)
-    return cal.images[calib_idx], cal.images[hold_idx], np.asarray(cal.labels)[hold_idx]
+    """(calibration images, holdout images, holdout labels): disjoint sets drawn by pipeline.sampling."""
+    sets = exporter.sets
+    return sets.calibration.images, sets.holdout.images, np.asarray(sets.holdout.labels)
 
 
 # ---------------------------------------------------------------- ONNX
@@ -211,7 +187,6 @@ def _split(exporter):
 def onnx_int8(exporter, row, path, settings):
     """The onnx_int8 artifact at `path` under the accuracy constraint; write_int8's settings plus
     "accuracy_constraint" (the search record)."""
-    from export.onnx_export import write_int8
     from onnxruntime.quantization.shape_inference import quant_pre_process
     fp32 = exporter.path_of(row.needs)
     calib, holdout, labels = _split(exporter)
@@ -231,7 +206,7 @@ def onnx_int8(exporter, row, path, settings):
             if settings["format"] != "qdq":  # layer_error needs Q/DQ pairs: rank an otherwise equal QDQ twin
                 qdq = Path(tmp) / "twin.onnx"
                 write_int8(fp32, qdq, calib, {**settings, "format": "qdq"})
-            return onnx_ranking(fp32, qdq, prepared, spread(calib, RANK_IMAGES))
+            return onnx_ranking(fp32, qdq, prepared, exporter.sets.rank)
 
     record = search(row.name, build, rank, float_acc, labels, exporter.cfg.export.int8_max_drop_pp,
                     "own SQNR: onnx_layer_error's cumulative SQNR less its input's, in linear noise power")
@@ -244,9 +219,7 @@ def _calibrated(saved_model_dir, calibration_images):
     """The SavedModel converted to float TFLite with calibration statistics, as the int8 converter
     makes it before quantizing (export.tflite_export.configure's settings)."""
     import tensorflow as tf
-
-    from export.tflite_export import configure
-    converter = configure(tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)), "int8", calibration_images)
+    converter = tflite_export.configure(tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)), "int8", calibration_images)
     # float layers are TFLITE_BUILTINS ops: allowed beside the int8 ones
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     converter._experimental_calibrate_only = True  # what QuantizationDebugger does
@@ -285,7 +258,25 @@ def tflite_int8(exporter, row, path):
             candidate.write_bytes(current["flat"])
             return _predict(row.name, candidate, holdout)
 
-    record = search(row.name, build, lambda: tflite_ranking(saved_model, spread(calib, RANK_IMAGES), calib),
+    record = search(row.name, build, lambda: tflite_ranking(saved_model, exporter.sets.rank, calib),
                     float_acc, labels, exporter.cfg.export.int8_max_drop_pp,
                     "per-layer SQNR: tflite_layer_error (QuantizationDebugger, each op on its own inputs)")
     return current["flat"], {"calibration_images": int(len(calib)), "io": "uint8", "accuracy_constraint": record}
+
+
+# ---------------------------------------------------------------- the int8 kinds' builders (pipeline/artifacts.py)
+
+def build_onnx_int8(exporter, row, path):
+    """onnx_int8: plain static int8, or under the accuracy constraint when export.int8_max_drop_pp > 0."""
+    if exporter.cfg.export.int8_max_drop_pp > 0:
+        return onnx_int8(exporter, row, path, int8_settings(exporter.cfg.export))
+    return onnx_export.build_int8(exporter, row, path)
+
+
+def build_tflite_int8(exporter, row, path):
+    """tflite_int8: plain full-integer int8, or under the accuracy constraint when export.int8_max_drop_pp > 0."""
+    if exporter.cfg.export.int8_max_drop_pp > 0:
+        flat, settings = tflite_int8(exporter, row, path)
+        tflite_export.write(path, flat, labels_text())
+        return settings
+    return tflite_export.build(exporter, row, path)

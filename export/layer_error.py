@@ -218,13 +218,8 @@ def tflite_layer_error(saved_model_dir, images, calibration_images=None):
 
 # ---------------------------------------------------------------- reporting
 
-def spread(images, n):
-    """n images taken evenly over a set stored class by class, so every class is in."""
-    return images[::max(1, len(images) // n)][:n]
-
-
 def measure(exporter, row, path, images):
     """The per-layer error rows of one staged int8 artifact (pipeline.artifacts rows with layer_error)."""
-    if row.format == "onnx":
+    if row.layer_error == "onnx":
         return onnx_layer_error(exporter.path_of(row.needs), path, images)
     return tflite_layer_error(exporter.path_of("saved_model"), images, exporter.calibration.images)

@@ -10,23 +10,15 @@ from pipeline.errors import PipelineError
 from pipeline.runtimes import RUNNERS
 
 
-def parity_images(images, n, seed=0):
-    """A fixed, class-mixed batch of `n` images (the calibration set is stored class by class)."""
-    if len(images) < n:
-        raise PipelineError(f"parity needs {n} calibration images, only {len(images)} available")
-    idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
-    return images[idx]
-
-
 def run_keras(model, images, batch=128):
     return np.asarray(model.predict(images.astype(np.float32), batch_size=batch, verbose=0), np.float32)
 
 
 def run(row, path, images, batch=128):
-    """Probabilities of the artifact at `path` (a pipeline.artifacts row); TFLite one image at a time,
-    as on a phone."""
-    runner = RUNNERS[row.format](row.name, path, 2 if row.format == "tflite" else 0)
-    batch = batch if runner.batchable and row.format != "tflite" else 1
+    """Probabilities of the artifact at `path` (a pipeline.artifacts row); a one_at_a_time kind one image
+    at a time, as on a phone."""
+    runner = RUNNERS[row.format](row.name, path, 2 if row.one_at_a_time else 0)
+    batch = batch if runner.batchable and not row.one_at_a_time else 1
     return np.concatenate([runner.predict(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 

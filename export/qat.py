@@ -1,12 +1,12 @@
 """Quantization-aware training (tensorflow-model-optimization) -> full-integer int8 TFLite.
 
-tfmot only speaks tf_keras (Keras 2), so the network is rebuilt layer for layer in
-tf_keras from the preset, the float32 weights are copied (and checked by comparing
+tfmot only speaks tf_keras (Keras 2), so the network is built from the preset by
+pipeline.model's one architecture definition with tf_keras as its Keras, the float32 weights are copied (and checked by comparing
 outputs), `quantize_model` inserts fake-quant ops, and a short fine-tune, bounded by
 wall time, lets the weights adapt to int8. Off by default (`python -m export --qat`).
 
 The fine-tune is the training recipe (the preset train.preset selects), scaled down:
-- the same augmentation (train.augment.Augment: shift, flip, cutout) on the training split
+- the same augmentation (pipeline.augment.Augment: shift, flip, cutout) on the training split
   (export.qat_data = "train"; "calibration" for tests), the same label-smoothed loss, and
   the recipe's optimizer (SGD Nesterov for `fast`) and weight EMA (the averaged weights are
   the ones converted, as the recipe checkpoints them);
@@ -35,42 +35,19 @@ import time
 
 import numpy as np
 
+from pipeline import sampling
 from pipeline.errors import PipelineError
-from pipeline.model import CIFAR10_MEAN, CIFAR10_STD, PRESETS
+from pipeline.model import build_preset
 
 LR_FINAL_FRACTION = 0.01   # the cosine decay ends at this share of export.qat_lr
 RANGE_EMA = 0.999          # tfmot's activation-range EMA decay, reached after 1,000 steps
 REPLAN_STEPS = 20          # steps between refreshes of the step-time estimate
 
 
-def build_tf_keras(preset, mean=CIFAR10_MEAN, std=CIFAR10_STD):
-    """pipeline.model.build_resnet, in tf_keras, creating layers in the same order (same weight order)."""
-    import tf_keras as k
-    L = k.layers
-    blocks, widths = PRESETS[preset]["blocks"], PRESETS[preset]["widths"]
-
-    def conv_bn(x, filters, kernel_size=3, strides=1, activation="relu", batch_norm=True):
-        x = L.Conv2D(filters, kernel_size, strides=strides, padding="same")(x)
-        if batch_norm:
-            x = L.BatchNormalization()(x)
-        return L.Activation(activation)(x) if activation else x
-
-    inputs = k.Input(shape=(32, 32, 3), name="image")
-    x = L.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
-    x = L.Rescaling(scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std)], name="normalize")(x)
-    x = conv_bn(x, widths[0])
-    for stage, (n_blocks, width) in enumerate(zip(blocks, widths)):
-        for block in range(n_blocks):
-            downsample = stage > 0 and block == 0
-            y = conv_bn(x, width, strides=2 if downsample else 1)
-            y = conv_bn(y, width, activation=None)
-            if downsample:
-                x = conv_bn(x, width, kernel_size=1, strides=2, activation=None, batch_norm=False)
-            x = L.Activation("relu")(L.add([x, y]))
-    x = L.AveragePooling2D(pool_size=8)(x)
-    x = L.Flatten()(x)
-    outputs = L.Dense(10, activation="softmax", name="probabilities")(x)
-    return k.Model(inputs, outputs)
+def build_tf_keras(preset):
+    """pipeline.model's architecture built with tf_keras (same layers, same order, same weight order), no L2."""
+    import tf_keras
+    return build_preset(preset, keras_module=tf_keras)
 
 
 def to_tf_keras(model, preset, check_images):
@@ -161,7 +138,7 @@ def run_budgeted(step, seconds, lr_start, lr_end, clock=time.perf_counter, say=N
     PROBE_WARMUP_STEPS steps (tracing) are untimed, the next PROBE_STEPS are timed, and the schedule
     is sized to the steps that fit in the time left; the estimate is refreshed every REPLAN_STEPS
     steps. The lr follows max(steps done / planned, time used / budget), never rising. Returns the record."""
-    from train.budget import PROBE_STEPS, PROBE_WARMUP_STEPS
+    from pipeline.recipe import PROBE_STEPS, PROBE_WARMUP_STEPS
     t0 = clock()
     deadline = t0 + seconds
     done, planned, first_plan, step_s, probe_t0, stopped_by = 0, None, None, None, None, "deadline"
@@ -198,24 +175,21 @@ def run_budgeted(step, seconds, lr_start, lr_end, clock=time.perf_counter, say=N
             "step_seconds": None if step_s is None else round(step_s, 4), "seconds": round(clock() - t0, 2)}
 
 
-def fine_tune(qat_model, images, labels, recipe, minutes, lr, batch_size=64, seed=0, progress=True,
+def fine_tune(qat_model, images, labels, recipe, minutes, lr, batch_size, seed=0, progress=True,
               clock=time.perf_counter):
     """The recipe's augmentation, loss and optimizer at a cosine-decaying lr, for `minutes` of wall
     time (see the module doc). Returns the settings the manifest records."""
     import tensorflow as tf
     import tf_keras as k
-    from train.augment import Augment
-    from train.loop import without_autotune
+    from pipeline import recipe as recipe_mod
+    from pipeline.augment import Augment
+    from pipeline.tfdata import without_autotune
 
     tf.random.set_seed(seed)
     frozen = freeze_batch_norm(qat_model)
-    augment = Augment(cutout=recipe.cutout, seed=seed)  # Keras 3, TensorFlow ops: runs in the step
-    loss_fn = k.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
-    ema = dict(use_ema=True, ema_momentum=recipe.ema) if recipe.ema else {}
-    if recipe.optimizer == "sgd":
-        optimizer = k.optimizers.SGD(lr, momentum=recipe.momentum, nesterov=True, **ema)
-    else:
-        optimizer = k.optimizers.Adam(lr, **ema)
+    augment = Augment(cutout=recipe.cutout, crop=recipe.crop, seed=seed)  # Keras 3, TensorFlow ops: runs in the step
+    loss_fn = recipe_mod.loss(recipe, keras_module=k)
+    optimizer = recipe_mod.optimizer(recipe, learning_rate=lr, keras_module=k)
     decay = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="qat_range_decay")
     batch_size = min(batch_size, len(labels))
     data = without_autotune(tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
@@ -246,7 +220,7 @@ def fine_tune(qat_model, images, labels, recipe, minutes, lr, batch_size=64, see
     with range_decay(decay) as ranges_from_data:
         record = run_budgeted(step, minutes * 60.0, lr, lr * LR_FINAL_FRACTION, clock=clock, say=say,
                               steps_per_epoch=max(1, len(labels) // batch_size))
-        if ema and record["steps"]:
+        if recipe.ema and record["steps"]:
             # The averaged weights, as the recipe checkpoints them; one forward pass in training mode
             # sets the per-channel weight ranges to them (activation ranges move by one batch's share).
             optimizer.finalize_variable_values(variables)
@@ -273,7 +247,7 @@ def convert(qat_model, calibration_images) -> bytes:
     return configure(converter, "qat_int8", calibration_images).convert()
 
 
-def train_qat(model, preset, images, labels, calibration_images, recipe, minutes, lr, batch_size=64,
+def train_qat(model, preset, images, labels, calibration_images, recipe, minutes, lr, batch_size,
               progress=True):
     """(QAT int8 TFLite flatbuffer, fine-tune settings) from the float32 Keras model."""
     tfk = to_tf_keras(model, preset, calibration_images[:32])
@@ -286,26 +260,14 @@ def train_qat(model, preset, images, labels, calibration_images, recipe, minutes
     return convert(qat_model, calibration_images), settings
 
 
-def training_images(cfg, calibration):
-    """Fine-tune images: the training split of data.source, or the calibration subset."""
-    n = cfg.export.qat_images
-    if cfg.export.qat_data == "calibration":
-        images, labels = calibration.images, calibration.labels
-    else:
-        from pipeline.data import load_cifar10, resolve_source
-        train = load_cifar10(resolve_source(cfg.data.source), splits=("train",))["train"]
-        images, labels = train.images, train.labels
-    idx = np.random.default_rng(0).permutation(len(images))[:n or None]
-    return images[idx], labels[idx]
-
-
 def build(exporter, row, path):
-    from export.run import labels_text
     from export.tflite_export import write
+    from pipeline.model import labels_text
     cfg = exporter.cfg.export
-    images, labels = training_images(exporter.cfg, exporter.calibration)
+    images, labels, image_set = sampling.qat_images(exporter.cfg, exporter.sets)
     flat, settings = train_qat(exporter.model, exporter.preset, images, labels, exporter.calibration.images,
                                exporter.cfg.recipe, cfg.qat_minutes, lr=cfg.qat_lr,
                                batch_size=cfg.qat_batch_size, progress=exporter.progress)
     write(path, flat, labels_text())
-    return {"minutes": cfg.qat_minutes, "data": cfg.qat_data, "recipe": exporter.cfg.train.preset, **settings}
+    return {"minutes": cfg.qat_minutes, "data": cfg.qat_data, "image_set": image_set, "recipe": exporter.cfg.train.preset,
+            **settings}

@@ -13,15 +13,13 @@ import signal
 import tempfile
 import time
 import warnings
-from pathlib import Path
-
-import numpy as np
 
 from pipeline import artifacts, atomic, checkpoint as checkpoint_mod, config, console, evalset, machine
+from pipeline import sampling
 from pipeline import manifest as manifest_mod
 from pipeline.config import project_path
 from pipeline.errors import PipelineError
-from pipeline.model import CLASSES
+from pipeline.model import CLASSES, labels_text
 
 LABELS_FILE = "labels.txt"
 KILL_ENV = "CIFAR_EDGE_EXPORT_KILL_AT"  # tests: SIGKILL this process at a named point
@@ -31,10 +29,6 @@ def _kill_point(name):
     """A named point where the kill tests stop this process, as `kill -9` would."""
     if os.environ.get(KILL_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def labels_text():
-    return "".join(f"{c}\n" for c in CLASSES)
 
 
 def ensure_writable(folder):
@@ -63,11 +57,12 @@ def reference_record(cfg, checkpoint):
 
 
 class Exporter:
-    """What builders get: the model, the calibration images, and `path_of(kind)` for what they convert from."""
+    """What builders get: the model, the image sets (pipeline.sampling.ExportSets; `calibration` is
+    the calibration set), and `path_of(kind)` for what they convert from."""
 
-    def __init__(self, cfg, model, preset, staging, calibration, progress):
+    def __init__(self, cfg, model, preset, staging, sets, progress):
         self.cfg, self.model, self.preset, self.staging = cfg, model, preset, staging
-        self.calibration, self.progress = calibration, progress
+        self.sets, self.calibration, self.progress = sets, sets.calibration, progress
         self.built, self.settings = {}, {}  # name -> staged path; name -> settings its builder recorded
 
     def path_of(self, name):
@@ -81,86 +76,118 @@ class Exporter:
         return self.built[name]
 
 
-def export_all(cfg, progress=True) -> dict:
-    """Export cfg.export.checkpoint to every kind in cfg.export.formats; return the manifest written."""
-    from export import layer_error, mobile_checks, parity, specs
+# ---------------------------------------------------------------- the steps, in order
 
-    checkpoint, out_dir = project_path(cfg.export.checkpoint), project_path(cfg.export.out_dir)
-    formats = list(dict.fromkeys(cfg.export.formats))
-    say = print if progress else (lambda *a, **k: None)
+def load_source(cfg, say):
+    """(model, preset, checkpoint path, its sha256, the reference record): every bad checkpoint stops
+    here, before anything is written."""
+    checkpoint = project_path(cfg.export.checkpoint)
+    model, preset = checkpoint_mod.load(checkpoint)
+    return model, preset, checkpoint, atomic.sha256_file(checkpoint), reference_record(cfg, checkpoint)
 
-    model, preset = checkpoint_mod.load(checkpoint)  # every bad checkpoint stops here, before any write
-    source_sha = atomic.sha256_file(checkpoint)
-    reference = reference_record(cfg, checkpoint)
+
+def prepare_out_dir(out_dir, say):
     ensure_writable(out_dir.parent)
     for stale in atomic.recover_dir(out_dir):
         say(f"export: removed {stale} left by an interrupted export", flush=True)
-    calibration = evalset.load_calibration(cfg)
-    n_calib = min(cfg.export.calibration_images or len(calibration), len(calibration))
-    keep = np.sort(np.random.default_rng(1).permutation(len(calibration))[:n_calib])  # stored class by class
-    calibration.images, calibration.labels = calibration.images[keep], calibration.labels[keep]
-    say(f"export: {checkpoint} ({preset}, sha256 {source_sha[:12]}) -> {out_dir}/: {', '.join(formats)}",
-        flush=True)
 
+
+def draw_image_sets(cfg):
+    """Calibration, parity (disjoint from it), holdout and per-layer-error images: pipeline/sampling.py."""
+    return sampling.ExportSets(cfg, evalset.load_calibration(cfg), evalset.load_parity(cfg))
+
+
+def build_saved_model_first(exporter, formats):
+    """The SavedModel first: its function names carry TF's per-process trace counter, so building it
+    before anything else is traced makes its bytes repeat run after run. Returns {name: seconds}."""
+    if not any("saved_model" in (n, artifacts.get(n).needs) for n in formats):
+        return {}
+    t0 = time.time()
+    exporter.path_of("saved_model")
+    return {"saved_model": time.time() - t0}
+
+
+def export_one(exporter, name, keras_probs, seconds_before, say):
+    """Build one kind, gate it on parity with the Keras model, record its checks: its manifest entry."""
+    from export import layer_error, parity, specs
+    from pipeline import mobile_checks
+    cfg, row, sets = exporter.cfg, artifacts.get(name), exporter.sets
+    t0 = time.time()
+    path = exporter.path_of(name)
+    seconds = seconds_before.get(name, time.time() - t0)
+    with console.quiet_native():
+        record = parity.compare(keras_probs, parity.run(row, path, sets.parity.images))
+    parity.check(name, record, getattr(cfg.gates, row.parity), row.parity)
+    inp, out = specs.of(row, path)
+    checks = {}
+    if row.mobile_checks:
+        checks["mobile_ready"] = mobile_checks.check(path, row.integer_io)
+    if row.layer_error and cfg.export.layer_error_images:
+        t1 = time.time()
+        # QuantizationDebugger drives TF's deprecated tf.lite.Interpreter: its warnings are not the user's
+        with console.quiet_native(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            checks["layer_error"] = layer_error.measure(exporter, row, path, sets.layer_error)
+        say(f"  {name:<20} per-layer quantization error: {time.time() - t1:.1f}s", flush=True)
+    say(f"  {name:<20} {seconds:6.1f}s  top-1 agreement {record['top1_agreement']:.2%}  "
+        f"max|diff| {record['max_abs_diff']:.2e}", flush=True)
+    return {
+        "name": name, "format": row.format, "precision": row.precision, "kind": row.kind,
+        "path": row.file, **manifest_mod.file_facts(path), "input": inp, "output": out,
+        "parity": record, "deterministic": row.deterministic, "export_seconds": round(seconds, 2),
+        **({"settings": exporter.settings[name]} if exporter.settings.get(name) else {}), **checks,
+    }
+
+
+def drop_intermediates(exporter, formats):
+    """Remove what was built only as a step towards another kind."""
+    for name, path in exporter.built.items():
+        if name not in formats:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def write_manifest(cfg, staging, source, sets, entries):
+    model, preset, checkpoint, source_sha, reference = source
+    (staging / LABELS_FILE).write_text(labels_text())
+    config.write_resolved(cfg, staging)
+    manifest_mod.write(staging / manifest_mod.FILE_NAME, {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source_checkpoint": {"file": checkpoint.name, "sha256": source_sha, "preset": preset,
+                              "params": int(model.count_params())},
+        "reference": reference,
+        "calibration": {"source": cfg.data.calibration, "images": len(sets.calibration),
+                        "sha256": atomic.sha256_file(project_path(cfg.data.calibration))},
+        "image_sets": sets.records(),
+        "labels": {"path": LABELS_FILE, "sha256": atomic.sha256_file(staging / LABELS_FILE)},
+        "classes": list(CLASSES), "tool_versions": machine.library_versions(),
+        "artifacts": entries,
+    })
+
+
+def export_all(cfg, progress=True) -> dict:
+    """Export cfg.export.checkpoint to every kind in cfg.export.formats; return the manifest written."""
+    from export import parity
+    say = print if progress else (lambda *a, **k: None)
+    out_dir, formats = project_path(cfg.export.out_dir), list(dict.fromkeys(cfg.export.formats))
+
+    atomic.check_replaceable(out_dir, manifest_mod.FILE_NAME)  # only an earlier export is replaced whole
+    source = load_source(cfg, say)
+    prepare_out_dir(out_dir, say)
+    sets = draw_image_sets(cfg)
+    say(f"export: {source[2]} ({source[1]}, sha256 {source[3][:12]}) -> {out_dir}/: {', '.join(formats)}; "
+        f"{len(sets.calibration)} calibration, {len(sets.parity)} parity images (disjoint)", flush=True)
     staging = atomic.staging_dir(out_dir)
     try:
         _kill_point("staging")
-        exporter = Exporter(cfg, model, preset, staging, calibration, progress)
-        # The SavedModel first: its function names carry TF's per-process trace counter, so
-        # building it before anything else is traced makes its bytes repeat run after run.
-        timings = {}
-        if any("saved_model" in (n, artifacts.get(n).needs) for n in formats):
-            t0 = time.time()
-            exporter.path_of("saved_model")
-            timings["saved_model"] = time.time() - t0
-        check_images = parity.parity_images(evalset.load_calibration(cfg).images, cfg.export.parity_images)
-        keras_probs = parity.run_keras(model, check_images)
+        exporter = Exporter(cfg, source[0], source[1], staging, sets, progress)
+        seconds = build_saved_model_first(exporter, formats)
+        keras_probs = parity.run_keras(source[0], sets.parity.images)
         entries = []
         for name in formats:
-            row = artifacts.get(name)
-            t0 = time.time()
-            path = exporter.path_of(name)
-            seconds = timings.get(name, time.time() - t0)
-            with console.quiet_native():
-                record = parity.compare(keras_probs, parity.run(row, path, check_images))
-            parity.check(name, record, getattr(cfg.gates, row.parity), row.parity)
-            inp, out = specs.of(row, path)
-            checks = {}
-            if row.format == "tflite":
-                checks["mobile_ready"] = mobile_checks.check(path, row.precision)
-            if row.layer_error and cfg.export.layer_error_images:
-                t1 = time.time()
-                # QuantizationDebugger drives TF's deprecated tf.lite.Interpreter: its warnings are not the user's
-                with console.quiet_native(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    checks["layer_error"] = layer_error.measure(
-                        exporter, row, path, layer_error.spread(calibration.images, cfg.export.layer_error_images))
-                say(f"  {name:<20} per-layer quantization error: {time.time() - t1:.1f}s", flush=True)
-            entries.append({
-                "name": name, "format": row.format, "precision": row.precision, "kind": row.kind,
-                "path": row.file, **manifest_mod.file_facts(path), "input": inp, "output": out,
-                "parity": record, "deterministic": row.deterministic, "export_seconds": round(seconds, 2),
-                **({"settings": exporter.settings[name]} if exporter.settings.get(name) else {}), **checks,
-            })
-            say(f"  {name:<20} {seconds:6.1f}s  top-1 agreement {record['top1_agreement']:.2%}  "
-                f"max|diff| {record['max_abs_diff']:.2e}", flush=True)
+            entries.append(export_one(exporter, name, keras_probs, seconds, say))
             _kill_point(f"built:{name}")
-        for name, path in exporter.built.items():  # built only as a step towards another kind
-            if name not in formats:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        (staging / LABELS_FILE).write_text(labels_text())
-        config.write_resolved(cfg, staging)
-        manifest_mod.write(staging / manifest_mod.FILE_NAME, {
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source_checkpoint": {"file": checkpoint.name, "sha256": source_sha, "preset": preset,
-                                  "params": int(model.count_params())},
-            "reference": reference,
-            "calibration": {"source": cfg.data.calibration, "images": n_calib,
-                            "sha256": atomic.sha256_file(project_path(cfg.data.calibration))},
-            "labels": {"path": LABELS_FILE, "sha256": atomic.sha256_file(staging / LABELS_FILE)},
-            "classes": list(CLASSES), "tool_versions": machine.library_versions(),
-            "artifacts": entries,
-        })
+        drop_intermediates(exporter, formats)
+        write_manifest(cfg, staging, source, sets, entries)
         _kill_point("publish")
         atomic.publish_dir(staging, out_dir)
     finally:

@@ -1,7 +1,7 @@
 """The float32 Keras copy (.h5) and the SavedModel (serving_default signature, TF Serving layout)."""
 import tensorflow as tf
 
-INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
+from pipeline.model import INPUT_NAME, OUTPUT_NAME
 
 
 def image_spec():

@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.model import labels_text
 
 LABELS_NAME = "labels.txt"
 
@@ -69,13 +70,7 @@ def write(path, flatbuffer: bytes, labels_text: str):
 
 
 def build(exporter, row, path):
-    """A post-training TFLite kind, converted from the staged SavedModel. Full int8 with
-    export.int8_max_drop_pp > 0 keeps layers in float until accurate enough (export.constrained_int8)."""
-    from export.run import labels_text
-    if row.precision == "int8" and exporter.cfg.export.int8_max_drop_pp > 0:
-        from export.constrained_int8 import tflite_int8
-        flat, settings = tflite_int8(exporter, row, path)
-        write(path, flat, labels_text())
-        return settings
+    """A post-training TFLite kind, converted from the staged SavedModel (full int8 through
+    export.constrained_int8.build_tflite_int8, which comes here when the constraint is off)."""
     flat = convert_saved_model(exporter.path_of(row.needs), row.precision, exporter.calibration.images)
     write(path, flat, labels_text())

@@ -14,7 +14,16 @@ Columns:
                  Flatten's reshape target as a subgraph (same outputs, other bytes). QAT trains for a
                  wall-clock budget.
   mobile         shipped in the mobile bundle (export.mobile) under this key
-  layer_error    export measures its per-layer quantization error (export.layer_error) into the manifest
+  layer_error    the tool export measures its per-layer quantization error with (export.layer_error):
+                 onnx | tflite | "" (none)
+  runtime        what runs it: tensorflow | onnxruntime | litert (evaluate's worker, predict, parity)
+  one_at_a_time  parity runs it one image at a time on 2 threads, as a phone app does
+  mobile_checks  export records its mobile readiness (pipeline.mobile_checks) and evaluate gates it
+  integer_io     full-integer model: uint8/int8 input and output (a mobile check, and predict dequantizes)
+  compute        the peak its latency share is measured against (evaluate.flops): fp32 | int8
+  profiler       the runtime profiler `evaluate --profile` reads ("" = none: evaluate.profile says why)
+  counts_flops   evaluate counts FLOPs per image on it (a Keras model: one count serves every artifact)
+  default        written by export unless export.formats says otherwise
 This module imports nothing heavy: the config checks formats against it.
 """
 from dataclasses import dataclass
@@ -27,35 +36,49 @@ class Kind:
     precision: str
     kind: str
     file: str
-    builder: str
+    builder: str = ""
     needs: str = ""
     parity: str = "min_parity_float"
     deterministic: bool = True
     mobile: str = ""
-    layer_error: bool = False
+    layer_error: str = ""
+    runtime: str = ""
+    one_at_a_time: bool = False
+    mobile_checks: bool = False
+    integer_io: bool = False
+    compute: str = "fp32"
+    profiler: str = ""
+    counts_flops: bool = False
+    default: bool = True
 
+
+_TF = dict(runtime="tensorflow")
+_ORT = dict(runtime="onnxruntime", profiler="onnxruntime")
+_LITE = dict(runtime="litert", one_at_a_time=True, mobile_checks=True, needs="saved_model",
+             builder="export.tflite_export:build")
+_INT8 = dict(parity="min_parity_int8", compute="int8")
 
 _ROWS = (
-    Kind("keras", "keras", "fp32", "float", "model_fp32.h5", "export.savedmodel:build_keras"),
-    Kind("saved_model", "saved_model", "fp32", "float", "saved_model", "export.savedmodel:build_saved_model"),
+    Kind("keras", "keras", "fp32", "float", "model_fp32.h5", "export.savedmodel:build_keras", counts_flops=True, **_TF),
+    Kind("saved_model", "saved_model", "fp32", "float", "saved_model", "export.savedmodel:build_saved_model", **_TF),
     Kind("onnx_fp32", "onnx", "fp32", "float", "model_fp32.onnx", "export.onnx_export:build_fp32",
-         deterministic=False),
-    Kind("onnx_int8", "onnx", "int8", "int8", "model_int8.onnx", "export.onnx_export:build_int8",
-         needs="onnx_fp32", parity="min_parity_int8", deterministic=False, layer_error=True),
-    Kind("tflite_fp32", "tflite", "fp32", "float", "model_fp32.tflite", "export.tflite_export:build",
-         needs="saved_model"),
-    Kind("tflite_fp16", "tflite", "fp16", "float", "model_fp16.tflite", "export.tflite_export:build",
-         needs="saved_model", mobile="fp16"),
+         deterministic=False, **_ORT),
+    Kind("onnx_int8", "onnx", "int8", "int8", "model_int8.onnx", "export.constrained_int8:build_onnx_int8",
+         needs="onnx_fp32", deterministic=False, layer_error="onnx", **_INT8, **_ORT),
+    Kind("tflite_fp32", "tflite", "fp32", "float", "model_fp32.tflite", **_LITE),
+    Kind("tflite_fp16", "tflite", "fp16", "float", "model_fp16.tflite", mobile="fp16", **_LITE),
     Kind("tflite_dynamic_int8", "tflite", "dynamic_int8", "int8", "model_dynamic_int8.tflite",
-         "export.tflite_export:build", needs="saved_model", parity="min_parity_int8"),
-    Kind("tflite_int8", "tflite", "int8", "int8", "model_int8.tflite", "export.tflite_export:build",
-         needs="saved_model", parity="min_parity_int8", mobile="int8", layer_error=True),
-    Kind("tflite_qat_int8", "tflite", "qat_int8", "int8", "model_qat_int8.tflite", "export.qat:build",
-         parity="min_parity_qat", deterministic=False),
+         **_LITE, **_INT8),  # int8 weights; LiteRT's hybrid kernels quantize activations on the fly
+    Kind("tflite_int8", "tflite", "int8", "int8", "model_int8.tflite", mobile="int8", layer_error="tflite",
+         integer_io=True, **{**_LITE, **_INT8, "builder": "export.constrained_int8:build_tflite_int8"}),
+    Kind("tflite_qat_int8", "tflite", "qat_int8", "int8", "model_qat_int8.tflite",
+         parity="min_parity_qat", deterministic=False, integer_io=True, compute="int8", default=False,
+         **{**_LITE, "needs": "", "builder": "export.qat:build"}),
 )
 
 ARTIFACTS = {row.name: row for row in _ROWS}
 REFERENCE = "keras"  # the artifact every other one is compared with
+DEFAULT_FORMATS = [row.name for row in _ROWS if row.default]
 
 
 def get(name):

@@ -1,6 +1,6 @@
 """Training augmentation as a Keras layer, so it runs inside the compiled step on any backend.
 
-Random translation by up to `pad` pixels (zero-pad and crop), horizontal flip, and cutout
+Random translation by up to `pad` pixels (zero- or reflect-pad, then crop), horizontal flip, and cutout
 of a `cutout` x `cutout` square (filled with the training mean, i.e. 0 after normalisation).
 Everything is batched tensor math in keras.ops: no NumPy, no host round-trip.
 The layer is the identity at inference and is never part of a saved checkpoint.
@@ -12,15 +12,15 @@ from pipeline.model import CIFAR10_MEAN
 
 
 class Augment(keras.layers.Layer):
-    def __init__(self, pad=4, cutout=8, seed=None, **kwargs):
+    def __init__(self, pad=4, cutout=8, crop="translate", seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.pad, self.cutout = pad, cutout
+        self.pad, self.cutout, self.crop = pad, cutout, crop
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def _crop(self, x):
         """Per-image random crop of the padded batch, as two one-hot selection matmuls."""
         b, size, p = ops.shape(x)[0], ops.shape(x)[1], self.pad
-        padded = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+        padded = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect" if self.crop == "reflect" else "constant")
         offsets = keras.random.randint((b, 2), 0, 2 * p + 1, seed=self.seed_generator)
         grid = ops.arange(size)
         rows = ops.one_hot(grid[None, :] + offsets[:, :1], size + 2 * p, dtype=x.dtype)  # (b, 32, 40)
@@ -55,4 +55,4 @@ class Augment(keras.layers.Layer):
         return x
 
     def get_config(self):
-        return {**super().get_config(), "pad": self.pad, "cutout": self.cutout}
+        return {**super().get_config(), "pad": self.pad, "cutout": self.cutout, "crop": self.crop}

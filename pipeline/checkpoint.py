@@ -1,12 +1,17 @@
 """Load a Keras checkpoint safely and as float32, whatever policy it was trained under.
 
-- Nothing from the file runs: `safe_mode=True` refuses Lambda layers, unknown custom
-  layers are refused by Keras' registry, and the architecture must be a known preset.
-- A model saved under `mixed_bfloat16` (GPU training on JAX) is rebuilt from its own
-  config with every dtype policy set to float32, then its weights are copied, so
-  every converter sees a pure float32 graph.
+Nothing the file declares is built or run. Its architecture is read from the model config stored in
+the file (the .h5 `model_config` attribute, the .keras archive's config.json, read with a byte cap)
+and must be a known preset layer for layer (class, filters, units, kernel sizes, strides, pooling,
+activations, the preprocessing constants), and the preset a `config.resolved.json` beside the
+checkpoint declares (every run folder and models/*/ have one) when there is one; a file without it
+is matched against every preset. Only then is the preset built here, in float32, and the file's
+weights are loaded into it: a Lambda or custom layer, a Dense(100000) or a rewired graph is refused
+before anything is allocated, and a model trained under mixed_bfloat16 comes out float32.
 """
+import functools
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,31 +19,111 @@ import numpy as np
 from pipeline.errors import PipelineError, first_line
 from pipeline.model import INPUT_SHAPE, PRESETS, build_preset
 
-
-def _float32_config(obj):
-    """A copy of a Keras config with every dtype policy ("mixed_bfloat16", ...) set to float32."""
-    if isinstance(obj, dict):
-        if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
-            return "float32"
-        return {k: "float32" if k == "dtype" and isinstance(v, str) and "float16" in v
-                else _float32_config(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_float32_config(v) for v in obj]
-    return obj
+RESOLVED = "config.resolved.json"
+CONFIG_CAP = 4 << 20  # bytes: the seed model's config is ~60 KB
+LAYER_KEYS = ("filters", "kernel_size", "strides", "padding", "use_bias", "units", "activation", "pool_size",
+              "scale", "offset", "axis", "center", "scale_bn")
+LAYER_CLASSES = ("InputLayer", "Rescaling", "Conv2D", "BatchNormalization", "Activation", "Add",
+                 "AveragePooling2D", "Flatten", "Dense")
 
 
-def _weight_shapes(model):
-    return [tuple(w.shape) for w in model.weights]
+def _sources(node, index):
+    """Indices of the layers whose outputs an inbound-node structure reads (Keras' keras_history)."""
+    if isinstance(node, dict):
+        history = node.get("keras_history") if isinstance(node.get("keras_history"), list) else None
+        found = [index.get(history[0], -1)] if history else []
+        return found + [i for v in node.values() for i in _sources(v, index)]
+    if isinstance(node, list):
+        return [i for v in node for i in _sources(v, index)]
+    return []
 
 
-def identify_preset(model, path="model"):
-    """The preset whose weights have the same shapes, or a PipelineError."""
-    shapes = _weight_shapes(model)
+def _signature(model_config):
+    """What the architecture is, layer by layer (class, shape-giving settings, which layers feed it),
+    without names, dtypes or initializers."""
+    layers = model_config["config"]["layers"]
+    index = {layer.get("name", layer.get("config", {}).get("name")): i for i, layer in enumerate(layers)}
+    out = []
+    for layer in layers:
+        c = layer.get("config", {})
+        out.append((layer["class_name"], tuple((k, json.dumps(c.get(k), sort_keys=True)) for k in LAYER_KEYS if k in c),
+                    tuple(_sources(layer.get("inbound_nodes", []), index))))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _preset_signature(name):
+    import keras
+    with keras.device("cpu"):
+        model = build_preset(name)
+    return _signature({"config": json.loads(json.dumps(model.get_config()))})
+
+
+def _read_config(path):
+    """The model config stored in the checkpoint, read without building anything."""
+    import h5py
+    try:
+        if path.suffix == ".h5":
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+            if raw is None:
+                raise ValueError("no model config in the file (a weights-only or data file?)")
+            raw = raw.encode() if isinstance(raw, str) else bytes(raw)
+        else:
+            with zipfile.ZipFile(path) as zf, zf.open("config.json") as member:
+                raw = member.read(CONFIG_CAP + 1)  # the cap counts bytes read, not what the header says
+        if len(raw) > CONFIG_CAP:
+            raise ValueError(f"model config larger than {CONFIG_CAP >> 20} MB")
+        config = json.loads(raw)
+        if not isinstance(config, dict) or not isinstance(config.get("config", {}).get("layers"), list):
+            raise ValueError("the model config lists no layers")
+        return config
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError) as exc:
+        raise PipelineError(f"{path}: cannot load as a Keras model ({first_line(exc)})") from None
+
+
+def declared_preset(path):
+    """The model preset the config.resolved.json beside `path` declares, or None if there is none."""
+    resolved = Path(path).parent / RESOLVED
+    if not resolved.is_file():
+        return None
+    from pipeline.config import read_json
+    raw = read_json(resolved)
+    preset = raw.get("model", {}).get("preset") if isinstance(raw, dict) and isinstance(raw.get("model"), dict) \
+        else None
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise PipelineError(f"{resolved}: \"model.preset\" = {preset!r} is not a model preset ({', '.join(PRESETS)})")
+    return preset
+
+
+def _check_architecture(path, config):
+    """The preset the file's architecture is, or a PipelineError naming what differs."""
+    layers = config["config"]["layers"]
+    for layer in layers:
+        if not isinstance(layer, dict) or layer.get("class_name") not in LAYER_CLASSES:
+            name = layer.get("class_name") if isinstance(layer, dict) else type(layer).__name__
+            raise PipelineError(f"{path}: cannot load as a Keras model (layer class {name!r} is not one a model "
+                                "preset uses; nothing from the file was run)")
+    shape = next((l["config"].get("batch_shape") or l["config"].get("batch_input_shape")
+                  for l in layers if l["class_name"] == "InputLayer"), None)
+    if shape is None or tuple(shape[1:]) != INPUT_SHAPE:
+        raise PipelineError(f"{path}: input shape {tuple(shape[1:]) if shape else None}, expected {INPUT_SHAPE}")
+    last = layers[-1]
+    units = last["config"].get("units") if last["class_name"] == "Dense" else None
+    if units != 10:
+        raise PipelineError(f"{path}: output shape {(units,)}, expected (10,)")
+    declared = declared_preset(path)
+    signature = _signature(config)
+    if declared is not None:
+        if signature != _preset_signature(declared):
+            raise PipelineError(f"{path}: architecture is not the {declared!r} preset that "
+                                f"{Path(path).parent / RESOLVED} declares")
+        return declared
     for name in PRESETS:
-        if _weight_shapes(build_preset(name)) == shapes:
+        if signature == _preset_signature(name):
             return name
     raise PipelineError(f"{path}: architecture matches no model preset ({', '.join(PRESETS)}); "
-                        f"{model.count_params():,} params in {len(model.layers)} layers")
+                        f"{len(layers)} layers")
 
 
 def load(path):
@@ -51,22 +136,25 @@ def load(path):
         raise PipelineError(f"{path}: checkpoint not found")
     if path.is_dir():
         raise PipelineError(f"{path}: is a folder, expected an .h5 or .keras file")
+    if not path.is_file():
+        raise PipelineError(f"{path}: not a regular file")
+    if path.suffix not in (".h5", ".keras"):
+        raise PipelineError(f"{path}: expected an .h5 or .keras checkpoint")
     if path.suffix == ".h5" and not h5py.is_hdf5(path):
         raise PipelineError(f"{path}: not an HDF5 file")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise PipelineError(f"{path}: cannot load as a Keras model (not a .keras zip archive)")
+    preset = _check_architecture(path, _read_config(path))
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # the checkpoint as float32, whatever the caller trains in
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
+        model = build_preset(preset)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    try:
+        model.load_weights(path)
     except Exception as exc:  # Keras raises many kinds for bad files; the first line says why
-        raise PipelineError(f"{path}: cannot load as a Keras model ({first_line(exc)})") from None
-    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise PipelineError(f"{path}: expected a model with one input and one output")
-    in_shape = tuple(model.inputs[0].shape[1:])
-    if in_shape != INPUT_SHAPE:
-        raise PipelineError(f"{path}: input shape {in_shape}, expected {INPUT_SHAPE}")
-    out_shape = tuple(model.outputs[0].shape[1:])
-    if out_shape != (10,):
-        raise PipelineError(f"{path}: output shape {out_shape}, expected (10,)")
-    preset = identify_preset(model, path)
-    config = _float32_config(json.loads(json.dumps(model.get_config())))
-    rebuilt = keras.Model.from_config(config)
-    rebuilt.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
-    return rebuilt, preset
+        raise PipelineError(f"{path}: cannot load its weights into the {preset!r} preset ({first_line(exc)})") from None
+    if any(not np.all(np.isfinite(w)) for w in model.get_weights()):
+        raise PipelineError(f"{path}: holds NaN or infinite weights")
+    return model, preset

@@ -8,8 +8,8 @@ from pipeline.errors import fail_cleanly
 def _cmd_eval_data(args):
     from pipeline import evalset
     from pipeline.data import resolve_source
-    n_test, n_calib = evalset.build(resolve_source(args.source), args.out)
-    print(f"wrote {n_test} test and {n_calib} calibration images to {args.out}/")
+    n_test, n_calib, n_parity = evalset.build(resolve_source(args.source), args.out)
+    print(f"wrote {n_test} test, {n_calib} calibration and {n_parity} parity images to {args.out}/")
 
 
 def _cmd_data(args):
@@ -42,15 +42,19 @@ def _cmd_config(args):
 
 def _cmd_artifacts(args):
     from pipeline.artifacts import ARTIFACTS
-    print("| kind | format | precision | gates | file | converted from | parity gate | same bytes on re-export "
-          "| mobile bundle | per-layer error |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| kind | format | runtime | precision | compute | gates | file | converted from | parity gate "
+          "| same bytes on re-export | mobile bundle | mobile checks | integer I/O | per-layer error | profiler "
+          "| default |\n" + "| --- " * 16 + "|")
+    yes = lambda v: "yes" if v else "-"  # noqa: E731
     for r in ARTIFACTS.values():
-        print(f"| `{r.name}` | {r.format} | {r.precision} | {r.kind} | `{r.file}` | {r.needs or 'checkpoint'} "
-              f"| `gates.{r.parity}` | {'yes' if r.deterministic else 'no'} | {r.mobile or '-'} "
-              f"| {'yes' if r.layer_error else '-'} |")
+        print(f"| `{r.name}` | {r.format} | {r.runtime} | {r.precision} | {r.compute} | {r.kind} | `{r.file}` "
+              f"| {r.needs or 'checkpoint'} | `gates.{r.parity}` | {'yes' if r.deterministic else 'no'} "
+              f"| {r.mobile or '-'} | {yes(r.mobile_checks)} | {yes(r.integer_io)} | {r.layer_error or '-'} "
+              f"| {r.profiler or '-'} | {yes(r.default)} |")
 
 
-COMMANDS = {}  # name -> (help, add_arguments(parser), run(args)); stages register here
+COMMANDS = {}  # name -> (help, add_arguments(parser), run(args)): the library's own commands; the stages
+# are not here, each runs as `python -m train|export|evaluate`
 
 
 def register(name, help, add_arguments, run):
@@ -74,7 +78,7 @@ def _builtin_commands():
     register("config", "print the resolved config (checked), or the table of every key", config_args, _cmd_config)
     register("artifacts", "print the table of artifact kinds (Markdown)", lambda p: None, _cmd_artifacts)
     register("data", "load (and cache) the data set and print its shape", data_args, _cmd_data)
-    register("make-eval-data", "write the versioned test split and calibration subset", eval_data_args,
+    register("make-eval-data", "write the versioned test split, calibration and parity subsets", eval_data_args,
              _cmd_eval_data)
     try:
         from pipeline import predict

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import atomic
-from pipeline.artifacts import ARTIFACTS
+from pipeline.artifacts import ARTIFACTS, DEFAULT_FORMATS
 from pipeline.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,9 @@ class Data:
     test: str = key("data/cifar10-jpeg-test.tar.gz", "the committed 10,000-image test split")
     calibration: str = key("data/cifar10-jpeg-calibration.tar.gz",
                            "the committed 1,000-image calibration subset of the training split")
+    parity: str = key("data/cifar10-jpeg-parity.tar.gz",
+                      "the committed 1,000 training images export checks every artifact on (none is a calibration "
+                      "image: pipeline/sampling.py)")
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,13 @@ class Recipe:
     momentum: float = key(0.9, "SGD momentum", low=0, high=1, high_open=True)
     batch_size: int = key(512, "images per step (global, over all replicas)", low=1, high=65536)
     epochs: int = key(30, "passes over the training images", low=1, high=10000)
-    schedule: str = key("onecycle", "onecycle (linear warm-up, cosine decay), step, or constant",
-                        choices=("onecycle", "step", "constant"))
+    schedule: str = key("onecycle", "onecycle (linear warm-up, cosine decay), linear (linear warm-up, linear decay "
+                                    "to 0), step, or constant", choices=("onecycle", "linear", "step", "constant"))
     steps: list = key([], "step schedule: [[epoch, lr], ...] from that epoch on")
     warmup_frac: float = key(0.15, "one-cycle warm-up share of all steps", low=0, high=1, high_open=True)
-    l2: float = key(5e-4, "L2 penalty on conv and dense kernels", low=0, high=1)
+    l2: float = key(5e-4, "L2 penalty on the conv kernels (not on the dense layer, batch norm or biases)", low=0, high=1)
+    crop: str = key("translate", "random 4-pixel shift: translate (zero padding) or reflect (reflect padding)",
+                    choices=("translate", "reflect"))
     cutout: int = key(8, "cutout square side in pixels (0 = off)", low=0, high=32)
     label_smoothing: float = key(0.1, "label smoothing", low=0, high=1, high_open=True)
     ema: float = key(0.0, "weight EMA momentum per step (0 = off); validation and checkpoints use the average",
@@ -97,8 +102,7 @@ class Train:
 class Export:
     checkpoint: str = key("models/reference/model.h5", "the Keras checkpoint to export")
     out_dir: str = key("artifacts", "output folder of the artifacts and manifest.json")
-    formats: list = key(["keras", "saved_model", "onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_fp16",
-                         "tflite_dynamic_int8", "tflite_int8"],
+    formats: list = key(DEFAULT_FORMATS,
                         "artifact kinds to write (rows of pipeline.artifacts.ARTIFACTS)", choices=tuple(ARTIFACTS))
     qat_minutes: float = key(15.0, "wall-clock budget of the QAT fine-tune loop; the lr schedule is sized to it",
                              low=0, low_open=True, high=1440)
@@ -167,7 +171,7 @@ class Gates:
     min_parity_qat: float = key(0.95, "export refuses a QAT artifact below this agreement (its weights move)",
                                 low=0, high=1)
     mobile_checks: list = key(["builtin_ops", "integer_io"],
-                              "mobile readiness every .tflite must pass (export.mobile_checks): builtin_ops (no "
+                              "mobile readiness every .tflite must pass (pipeline.mobile_checks): builtin_ops (no "
                               "Flex/custom ops), integer_io (int8 kinds: integer input and output), gpu (LiteRT GPU "
                               "delegate runs every op)", choices=("builtin_ops", "integer_io", "gpu"))
     max_regression_pp: float = key(0.3, "--baseline: allowed accuracy loss per artifact vs the baseline (pp)",

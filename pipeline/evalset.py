@@ -1,6 +1,7 @@
-"""The versioned evaluation data committed in `data/`: the test split and the calibration subset.
+"""The versioned evaluation data committed in `data/`: the test split, the calibration subset and the
+parity subset (training images that are not calibration images: pipeline/sampling.py).
 
-Both are the original JPEG bytes of the shared copy in small reproducible tar.gz files,
+All three are the original JPEG bytes of the shared copy in small reproducible tar.gz files,
 so export and evaluation need no download and the CI gate is hermetic. Calibration
 images come from the training split only (never test images).
 """
@@ -15,8 +16,11 @@ from pipeline import config as config_mod
 from pipeline.data import CLASSES, iter_members, load_cifar10
 from pipeline.errors import PipelineError
 
+TEST_IMAGES = 10_000     # the committed test split; train's time budget plans its final scoring for it
 CALIBRATION_PER_CLASS = 100
 CALIBRATION_SEED = 0
+PARITY_PER_CLASS = 100
+PARITY_SEED = 1          # drawn after the calibration images, from the rest of each class
 
 
 def _write_tar_gz(path, files):
@@ -46,16 +50,20 @@ def build(source, out_dir):
                 break
     if not test or not train:
         raise PipelineError(f"{source}: needs an image-folder source with train/ and test/")
-    rng = np.random.default_rng(CALIBRATION_SEED)
-    calib = {}
+    rng, rng_parity = np.random.default_rng(CALIBRATION_SEED), np.random.default_rng(PARITY_SEED)
+    calib, parity = {}, {}
     for cls in CLASSES:
         names = sorted(n for n in train if n.split("/")[1] == cls)
         for i in sorted(rng.choice(len(names), CALIBRATION_PER_CLASS, replace=False)):
             calib[names[i]] = train[names[i]]
+        rest = [n for n in names if n not in calib]
+        for i in sorted(rng_parity.choice(len(rest), PARITY_PER_CLASS, replace=False)):
+            parity[rest[i]] = train[rest[i]]
     out_dir = Path(out_dir)
     _write_tar_gz(out_dir / "cifar10-jpeg-test.tar.gz", test)
     _write_tar_gz(out_dir / "cifar10-jpeg-calibration.tar.gz", calib)
-    return len(test), len(calib)
+    _write_tar_gz(out_dir / "cifar10-jpeg-parity.tar.gz", parity)
+    return len(test), len(calib), len(parity)
 
 
 def load_test(cfg):
@@ -66,3 +74,8 @@ def load_test(cfg):
 def load_calibration(cfg):
     """The committed 1,000-image calibration subset of the training split."""
     return load_cifar10(config_mod.project_path(cfg.data.calibration), splits=("train",), progress=False)["train"]
+
+
+def load_parity(cfg):
+    """The committed 1,000 training images (none a calibration image) export checks artifacts on."""
+    return load_cifar10(config_mod.project_path(cfg.data.parity), splits=("train",), progress=False)["train"]

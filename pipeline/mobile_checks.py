@@ -26,8 +26,6 @@ from collections import Counter
 
 from pipeline.errors import PipelineError
 
-PRECISIONS = ("fp32", "fp16", "dynamic_int8", "int8", "qat_int8")
-FULL_INTEGER = ("int8", "qat_int8")
 INTEGER_DTYPES = ("uint8", "int8")
 CHECKS = ("builtin_ops", "integer_io", "gpu")
 ANALYZER = "tf.lite.experimental.Analyzer"
@@ -104,14 +102,12 @@ def _op_names(model):
                 yield "builtin", fbu.opcode_to_name(model, op.opcodeIndex)
 
 
-def check(path, precision) -> dict:
+def check(path, full_integer=False) -> dict:
     """Mobile readiness of one .tflite (the zip of labels appended by tflite_export is ignored:
     both the flatbuffer reader and the analyzer stop at the flatbuffer's own offsets).
     "gpu_compatible" is True/False only from a GPU check that really ran, else None with
     "gpu_unchecked_why"; "gpu_incompatible_ops" is None when unchecked."""
     from ai_edge_litert.tools import flatbuffer_utils as fbu
-    if precision not in PRECISIONS:
-        raise PipelineError(f"unknown TFLite precision {precision!r}")
     try:
         model = fbu.read_model(str(path))
     except Exception as exc:
@@ -122,8 +118,8 @@ def check(path, precision) -> dict:
     main = model.subgraphs[0]  # the serving signature's subgraph
     dtype = lambda ids: ",".join(fbu.type_to_name(main.tensors[i].type).lower() for i in ids)  # noqa: E731
     input_dtype, output_dtype = dtype(main.inputs), dtype(main.outputs)
-    integer_io = None
-    if precision in FULL_INTEGER:
+    integer_io = None  # None: not a full-integer kind (the artifact table's integer_io column)
+    if full_integer:
         integer_io = all(d in INTEGER_DTYPES for d in f"{input_dtype},{output_dtype}".split(","))
 
     gpu = {"gpu_compatible": None, "gpu_incompatible_ops": None, "gpu_checker": f"{ANALYZER} ({_versions()})"}

@@ -17,6 +17,12 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
 
 INPUT_SHAPE = (32, 32, 3)
+INPUT_NAME, OUTPUT_NAME = "image", "probabilities"  # every artifact's input and output tensor
+
+
+def labels_text():
+    """labels.txt: one class name a line, in label order (the manifest's and every .tflite's)."""
+    return "".join(f"{c}\n" for c in CLASSES)
 
 # Presets name an architecture; `seed` is the model we ship.
 PRESETS = {
@@ -25,12 +31,12 @@ PRESETS = {
 }
 
 
-def _conv_bn(x, filters, kernel_size=3, strides=1, activation="relu", batch_norm=True, l2=1e-4):
-    """The seed's resnet_layer: conv -> BN -> activation (conv first)."""
-    from keras import layers, regularizers
+def _conv_bn(k, x, filters, kernel_size=3, strides=1, activation="relu", batch_norm=True, l2=0.0):
+    """The seed's resnet_layer: conv -> BN -> activation (conv first). `k`: the Keras module."""
+    layers = k.layers
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                       kernel_initializer="he_normal",
-                      kernel_regularizer=regularizers.l2(l2) if l2 else None)(x)
+                      kernel_regularizer=k.regularizers.l2(l2) if l2 else None)(x)
     if batch_norm:
         x = layers.BatchNormalization()(x)
     if activation:
@@ -38,31 +44,36 @@ def _conv_bn(x, filters, kernel_size=3, strides=1, activation="relu", batch_norm
     return x
 
 
-def build_resnet(blocks=(3, 3, 2), widths=(32, 64, 128), num_classes=10, l2=1e-4,
-                 mean=CIFAR10_MEAN, std=CIFAR10_STD, name="resnet_v1"):
-    """ResNet v1: stem conv, stages of basic blocks, 1x1 conv shortcut (no BN) where a stage changes."""
-    import keras
-    from keras import layers
-    inputs = keras.Input(shape=INPUT_SHAPE, name="image")
+def build_resnet(blocks=(3, 3, 2), widths=(32, 64, 128), num_classes=10, l2=0.0,
+                 mean=CIFAR10_MEAN, std=CIFAR10_STD, name="resnet_v1", keras_module=None):
+    """ResNet v1: stem conv, stages of basic blocks, 1x1 conv shortcut (no BN) where a stage changes.
+
+    l2: the L2 penalty on the conv kernels (not the dense layer, BN or biases, as in the seed); training passes its recipe's (config Recipe.l2),
+    0 = none (inference, checkpoint loading, QAT). keras_module: Keras 3 (default) or tf_keras, which
+    tfmot's QAT needs: the same layers in the same order, so weights copy one to one."""
+    if keras_module is None:
+        import keras as keras_module
+    keras, layers = keras_module, keras_module.layers
+    inputs = keras.Input(shape=INPUT_SHAPE, name=INPUT_NAME)
     x = layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
     x = layers.Rescaling(scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std)],
                          name="normalize")(x)
-    x = _conv_bn(x, widths[0], l2=l2)
+    x = _conv_bn(keras, x, widths[0], l2=l2)
     for stage, (n_blocks, width) in enumerate(zip(blocks, widths)):
         for block in range(n_blocks):
             downsample = stage > 0 and block == 0
             strides = 2 if downsample else 1
-            y = _conv_bn(x, width, strides=strides, l2=l2)
-            y = _conv_bn(y, width, activation=None, l2=l2)
+            y = _conv_bn(keras, x, width, strides=strides, l2=l2)
+            y = _conv_bn(keras, y, width, activation=None, l2=l2)
             if downsample:
-                x = _conv_bn(x, width, kernel_size=1, strides=strides, activation=None,
+                x = _conv_bn(keras, x, width, kernel_size=1, strides=strides, activation=None,
                              batch_norm=False, l2=l2)
             x = layers.Activation("relu")(layers.add([x, y]))
     x = layers.AveragePooling2D(pool_size=8)(x)
     x = layers.Flatten()(x)
     # float32 output even under a mixed policy, so softmax and the loss stay exact.
     outputs = layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
-                           dtype="float32", name="probabilities")(x)
+                           dtype="float32", name=OUTPUT_NAME)(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -101,10 +101,10 @@ def _onnx_accuracy(path, images, labels):
 @pytest.fixture(scope="module")
 def swept(exported, small_test_set, calibration, tmp_path_factory):
     """The sweep's result, the (settings, images, copy of the int8 model) of each write_int8 call, its progress."""
-    from export import onnx_export
     from evaluate.calibration_sweep import sweep
+    from pipeline import onnx_quantize
     manifest_path, manifest, cfg = exported
-    calls, real, keep = [], onnx_export.write_int8, tmp_path_factory.mktemp("int8")
+    calls, real, keep = [], onnx_quantize.write_int8, tmp_path_factory.mktemp("int8")
 
     def recording(fp32_path, path, images, settings, *args, **kwargs):
         out = real(fp32_path, path, images, settings, *args, **kwargs)
@@ -112,7 +112,7 @@ def swept(exported, small_test_set, calibration, tmp_path_factory):
         return out
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(onnx_export, "write_int8", recording)
+    mp.setattr(onnx_quantize, "write_int8", recording)
     lines = []
     try:
         result = sweep(manifest_path, manifest, cfg, *small_test_set, sizes=SIZES + (5000,), methods=METHODS,
@@ -123,8 +123,8 @@ def swept(exported, small_test_set, calibration, tmp_path_factory):
 
 
 def test_sweep_quantizes_each_method_and_size_and_scores_them(exported, swept, small_test_set, calibration):
-    from export.layer_error import spread
-    from export.onnx_export import int8_settings
+    from pipeline.onnx_quantize import int8_settings
+    from pipeline.sampling import spread
     manifest_path, manifest, cfg = exported
     result, calls, lines = swept
 
@@ -151,7 +151,7 @@ def test_sweep_quantizes_each_method_and_size_and_scores_them(exported, swept, s
         top1 = _onnx_top1(model, small_test_set[0])
         assert r["accuracy"] == pytest.approx(float(np.mean(top1 == small_test_set[1])), abs=1e-6)
         assert np.mean(top1 == float_top1) >= 0.9, (r, np.mean(top1 == float_top1))
-        np.testing.assert_array_equal(images, spread(calibration.images, r["images"]))
+        np.testing.assert_array_equal(images, calibration.images[spread(calibration.labels, r["images"])])
         assert len(set(calibration.labels[::len(calibration) // r["images"]][:r["images"]])) == 10
 
     assert result["notes"][0] == f"5000 images skipped: the calibration set has only {len(calibration)}"

@@ -121,3 +121,59 @@ def test_bad_checkpoints(tmp_path):
     _assert_error(_save(_tiny((28, 28, 1)), tmp_path / "mnist.h5"), "input shape (28, 28, 1)", "(32, 32, 3)")
     _assert_error(_save(_tiny(units=5), tmp_path / "five.h5"), "output shape (5,)")
     _assert_error(_save(_tiny(), tmp_path / "mlp.h5"), "matches no model preset", "seed", "resnet20v1")
+
+
+def _h5_with_config(path, config):
+    """An .h5 whose stored model config is `config` (no weights): what a hostile file can declare."""
+    import json
+
+    import h5py
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def test_a_huge_layer_in_the_config_is_refused_before_anything_is_built(tmp_path):
+    """A 10 KB file declaring Dense(100000) layers would take gigabytes if built: refused from its config."""
+    import json
+    import resource
+
+    import keras
+    from pipeline.model import build_preset
+    config = json.loads(json.dumps({"class_name": "Functional", "config": build_preset("resnet20v1").get_config()}))
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Conv2D":
+            layer["config"]["filters"] = 100_000
+    path = _h5_with_config(tmp_path / "huge.h5", config)
+    assert path.stat().st_size < 200_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _assert_error(path, "matches no model preset")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: nothing big was built
+    del keras
+
+
+def test_the_preset_a_resolved_config_declares_is_the_one_loaded(tmp_path):
+    import json
+
+    from pipeline.model import build_preset
+    path = _save(build_preset("resnet20v1"), tmp_path / "model.h5")
+    (tmp_path / "config.resolved.json").write_text(json.dumps({"model": {"preset": "resnet20v1"}}))
+    assert checkpoint.load(path)[1] == "resnet20v1"
+    (tmp_path / "config.resolved.json").write_text(json.dumps({"model": {"preset": "seed"}}))
+    _assert_error(path, "is not the 'seed' preset", "config.resolved.json")
+    (tmp_path / "config.resolved.json").write_text(json.dumps({"model": {"preset": "resnet50"}}))
+    with pytest.raises(PipelineError, match="config.resolved.json.*'resnet50' is not a model preset"):
+        checkpoint.load(path)
+
+
+def test_the_reference_folder_declares_its_preset():
+    from pathlib import Path
+    ref = Path(__file__).resolve().parent.parent / "models" / "reference" / "model.h5"
+    assert checkpoint.declared_preset(ref) == "seed"
+
+
+def test_nan_weights_are_refused(tmp_path):
+    from pipeline.model import build_preset
+    model = build_preset("resnet20v1")
+    model.set_weights([np.full_like(w, np.nan) if i == 0 else w for i, w in enumerate(model.get_weights())])
+    _assert_error(_save(model, tmp_path / "nan.h5"), "NaN")

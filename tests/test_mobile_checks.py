@@ -1,11 +1,12 @@
-"""export.mobile_checks on tiny models converted here (seconds): builtin-only, integer I/O, GPU verdict.
+"""pipeline.mobile_checks on tiny models converted here (seconds): builtin-only, integer I/O, GPU verdict.
 
 The pinned TF 2.21 analyzer skips its GPU check, so the GPU verdict path is driven with reports
 recorded from a build that runs it (TF 2.15.1's analyzer, on the very models converted here)."""
 import numpy as np
 import pytest
 
-from export import mobile_checks
+from pipeline import mobile_checks
+from pipeline.artifacts import ARTIFACTS
 from export.tflite_export import configure, with_labels
 from pipeline.errors import PipelineError
 
@@ -105,7 +106,7 @@ def _real_gpu_checker(monkeypatch, report):
 
 
 def test_full_integer_model_is_builtin_with_integer_io(tmp_path, int8_model):
-    r = mobile_checks.check(_write(tmp_path, "int8.tflite", int8_model), "int8")
+    r = mobile_checks.check(_write(tmp_path, "int8.tflite", int8_model), full_integer=True)
     assert r["builtin_ops_only"] is True and r["custom_ops"] == []
     assert r["integer_io"] is True
     assert (r["input_dtype"], r["output_dtype"]) == ("uint8", "uint8")
@@ -115,19 +116,17 @@ def test_full_integer_model_is_builtin_with_integer_io(tmp_path, int8_model):
 
 def test_float_io_fails_the_full_integer_check(tmp_path, fp32_model):
     path = _write(tmp_path, "fp32.tflite", fp32_model)
-    r = mobile_checks.check(path, "qat_int8")  # claimed full-integer, but float32 at the boundary
+    r = mobile_checks.check(path, ARTIFACTS["tflite_qat_int8"].integer_io)  # full-integer kind, float32 I/O
     assert r["integer_io"] is False and r["input_dtype"] == "float32"
     assert any("non-integer I/O" in f and "float32" in f for f in mobile_checks.failures(r))
     assert mobile_checks.failures(r, required=("builtin_ops",)) == []  # not required: never fails
-    assert mobile_checks.check(path, "dynamic_int8")["integer_io"] is None  # float I/O is right there
-    with pytest.raises(PipelineError):
-        mobile_checks.check(path, "int4")
+    assert mobile_checks.check(path, ARTIFACTS["tflite_dynamic_int8"].integer_io)["integer_io"] is None  # float I/O is right
     with pytest.raises(PipelineError):
         mobile_checks.failures(r, required=("gpu_delegate",))
 
 
 def test_flex_op_is_flagged_and_the_gpu_verdict_is_never_a_silent_pass(tmp_path, flex_model):
-    r = mobile_checks.check(_write(tmp_path, "flex.tflite", flex_model), "fp32")
+    r = mobile_checks.check(_write(tmp_path, "flex.tflite", flex_model), full_integer=False)
     assert r["builtin_ops_only"] is False
     assert r["custom_ops"] == ["FlexCosh"] and r["ops"]["FlexCosh"] == 1
     assert any("FlexCosh" in f and "custom/Flex" in f for f in mobile_checks.failures(r))
@@ -141,7 +140,7 @@ def test_flex_op_is_flagged_and_the_gpu_verdict_is_never_a_silent_pass(tmp_path,
 
 def test_gpu_check_flags_the_flex_op(tmp_path, flex_model, monkeypatch):
     _real_gpu_checker(monkeypatch, FLEX_REPORT_215)
-    r = mobile_checks.check(_write(tmp_path, "flex.tflite", flex_model), "fp32")
+    r = mobile_checks.check(_write(tmp_path, "flex.tflite", flex_model), full_integer=False)
     assert r["gpu_compatible"] is False and "gpu_unchecked_why" not in r
     assert r["gpu_incompatible_ops"] == [
         {"subgraph": 0, "node": 0, "op": "FlexCosh", "why": "Not supported custom op FlexCosh"}]
@@ -152,7 +151,7 @@ def test_gpu_check_flags_the_flex_op(tmp_path, flex_model, monkeypatch):
 
 def test_gpu_friendly_model_passes(tmp_path, fp32_model, monkeypatch):
     _real_gpu_checker(monkeypatch, CNN_REPORT_215)
-    r = mobile_checks.check(_write(tmp_path, "fp32.tflite", fp32_model), "fp32")
+    r = mobile_checks.check(_write(tmp_path, "fp32.tflite", fp32_model), full_integer=False)
     assert (r["gpu_compatible"], r["gpu_incompatible_ops"]) == (True, [])
     assert mobile_checks.failures(r, required=mobile_checks.CHECKS) == []
 
@@ -160,7 +159,7 @@ def test_gpu_friendly_model_passes(tmp_path, fp32_model, monkeypatch):
 def test_required_gpu_fails_when_it_cannot_be_checked(tmp_path, fp32_model, monkeypatch):
     monkeypatch.setattr(mobile_checks, "gpu_check_effective", lambda: False)
     monkeypatch.setattr(mobile_checks, "analyze", lambda **_: pytest.fail("an ineffective check must not be run"))
-    r = mobile_checks.check(_write(tmp_path, "fp32.tflite", fp32_model), "fp32")
+    r = mobile_checks.check(_write(tmp_path, "fp32.tflite", fp32_model), full_integer=False)
     assert r["gpu_compatible"] is None and r["gpu_unchecked_why"]
     assert mobile_checks.failures(r, required=mobile_checks.CHECKS) == [
         f"GPU delegate compatibility could not be checked: {r['gpu_unchecked_why']}"]
@@ -180,7 +179,7 @@ def test_appended_labels_zip_is_ignored(tmp_path, int8_model):
     bare.write_bytes(int8_model)
     zipped = _write(tmp_path, "zipped.tflite", int8_model)
     assert zipped.stat().st_size > bare.stat().st_size
-    assert mobile_checks.check(zipped, "int8") == mobile_checks.check(bare, "int8")
+    assert mobile_checks.check(zipped, True) == mobile_checks.check(bare, True)
     # the analyzer reads the same graph from the zipped file as from the bare bytes
     ops = lambda text: [line for line in text.splitlines() if line.lstrip().startswith("Op#")]  # noqa: E731
     assert ops(mobile_checks.analyze(model_path=zipped)) == ops(mobile_checks.analyze(model_content=int8_model))
@@ -224,5 +223,5 @@ def test_unreadable_flatbuffer_is_one_line_naming_the_file(tmp_path):
     bad = tmp_path / "broken.tflite"
     bad.write_bytes(b"not a flatbuffer at all")
     with pytest.raises(PipelineError, match="broken.tflite") as info:
-        mobile_checks.check(bad, "int8")
+        mobile_checks.check(bad, True)
     assert "\n" not in str(info.value)

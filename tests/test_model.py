@@ -50,8 +50,12 @@ def test_seed_layers(seed):
         if type(layer).__name__ == "Conv2D":
             assert layer.padding == "same"
             assert type(layer.kernel_initializer).__name__ == "HeNormal"
-            assert layer.kernel_regularizer is not None
-            assert float(layer.kernel_regularizer.l2) == pytest.approx(1e-4)
+            assert layer.kernel_regularizer is None  # no penalty unless the recipe passes one
+    from pipeline.config import Recipe
+    trained = build_preset("seed", l2=Recipe.l2)  # what train builds: the recipe's L2 on every conv kernel
+    regs = [layer.kernel_regularizer for layer in trained.layers if type(layer).__name__ == "Conv2D"]
+    assert len(regs) == 19 and all(float(r.l2) == pytest.approx(5e-4) for r in regs)
+    assert all(type(layer).__name__ != "Dense" or layer.kernel_regularizer is None for layer in trained.layers)
     # shortcut convs have no BN: each 1x1 conv feeds an Add directly
     for layer in seed.layers:
         if type(layer).__name__ == "Conv2D" and layer.kernel_size == (1, 1):

@@ -11,10 +11,10 @@ import numpy as np
 
 from pipeline.config import with_recipe
 
-PROBE_WARMUP_STEPS = 2   # graph tracing happens here
-PROBE_STEPS = 4          # timed
+from pipeline.evalset import TEST_IMAGES
+from pipeline.recipe import PROBE_STEPS, PROBE_WARMUP_STEPS
+
 EVAL_COST = 1 / 3        # a validation image costs about a third of a training image (forward only)
-TEST_IMAGES = 10_000     # scored once at the end with the best checkpoint
 
 
 def measure_images_per_s(build, x, y, batch, feed):

@@ -18,13 +18,14 @@ import keras
 import numpy as np
 
 from pipeline import atomic, checkpoint, config as config_mod, evalset, machine
+from pipeline.augment import Augment
+from pipeline.tfdata import without_autotune
 from pipeline.data import cached_by_hash, load_cifar10, resolve_source, source_sha256
 from pipeline.errors import PipelineError
 from pipeline.model import CLASSES, build_preset
 from pipeline.scoring import score
-from train import recipe as recipe_mod
+from pipeline import recipe as recipe_mod
 from train import budget, report
-from train.augment import Augment
 from train.fused_batchnorm import fuse_batchnorm
 from train.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochTimer, Progress, StopAfter,
                              backed_up_epochs)
@@ -59,13 +60,56 @@ def policy_for(setting):
 
 
 def _distribution(enabled):
-    """(context to build and compile in, number of replicas) for data-parallel training."""
+    """(context to build and compile in, number of replicas) for data-parallel training.
+
+    JAX: one Keras `DataParallel` mesh over every device of every process; the replicas are the
+    global device count and `recipe.batch_size` is the global batch. Without the variables below
+    it is one process over its local devices. One process per host joins a multi-process mesh
+    with (Keras' names first, else the JAX_ ones):
+
+      KERAS_DISTRIBUTION_JOB_ADDRESSES  or JAX_COORDINATOR_ADDRESS  host:port of process 0 (the
+          coordinator; it listens there, on all interfaces unless JAX_COORDINATOR_BIND_ADDRESS);
+          a comma-separated list is Keras' form, its first entry is the coordinator
+      KERAS_DISTRIBUTION_NUM_PROCESSES  or JAX_NUM_PROCESSES        processes in all
+      KERAS_DISTRIBUTION_PROCESS_ID     or JAX_PROCESS_ID           this process, 0 .. n-1
+
+    (JAX itself reads only JAX_COORDINATOR_ADDRESS, and finds the count and id only under SLURM,
+    Open MPI, Kubernetes or Cloud TPU; here they are passed explicitly.) Cross-process collectives
+    on CPU go over Gloo (TCP, at the address this host's name resolves to) unless
+    JAX_CPU_COLLECTIVES_IMPLEMENTATION names another (mpi); accelerators use their own (NCCL).
+    The flag is set before initialisation, when the platform cannot be asked yet, and only the
+    CPU client reads it. jax.distributed must start before JAX's first use in the process.
+
+    Feeding in multi-process: each process must give fit its own part of every global batch,
+    either a tf.data.Dataset of global batches (Keras rebatches it and keeps this process's shard:
+    `auto_shard_dataset`, the default) or, with `keras.distribution.distribution()
+    .auto_shard_dataset = False`, this process's rows as arrays with batch_size = global batch //
+    processes. tests/test_data_parallel_jax.py runs both on 2 CPU processes."""
     if not enabled:
         return contextlib.nullcontext(), 1
     if keras.backend.backend() == "jax":
-        if os.environ.get("JAX_COORDINATOR_ADDRESS"):  # multi-host: one process per host
-            import jax
-            jax.distributed.initialize()
+        import jax
+
+        def setting(keras_name, jax_name):
+            return os.environ.get(keras_name) or os.environ.get(jax_name) or None
+
+        coordinator = setting("KERAS_DISTRIBUTION_JOB_ADDRESSES", "JAX_COORDINATOR_ADDRESS")
+        if coordinator and not jax.distributed.is_initialized():  # multi-process: one per host
+            try:
+                count, index = (None if v is None else int(v) for v in (
+                    setting("KERAS_DISTRIBUTION_NUM_PROCESSES", "JAX_NUM_PROCESSES"),
+                    setting("KERAS_DISTRIBUTION_PROCESS_ID", "JAX_PROCESS_ID")))
+            except ValueError as e:
+                raise PipelineError(f"multi-process JAX: the process count and id must be integers ({e})") from None
+            if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+                jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            try:  # jax.distributed.initialize, then one random seed for all processes
+                keras.distribution.initialize(coordinator, count, index)
+            except (ValueError, RuntimeError) as e:
+                raise PipelineError(
+                    f"multi-process JAX (coordinator {coordinator}, {count} processes, this is {index}): {e}. "
+                    "Set KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID on every host; "
+                    "nothing may use JAX before this point") from e
         devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         return contextlib.nullcontext(), len(devices)
@@ -124,17 +168,6 @@ def feed(x, y, batch, shuffle_seed=None):
     return dict(x=without_autotune(ds.batch(batch).prefetch(2)), shuffle=False)  # shuffled above
 
 
-def without_autotune(ds):
-    """`ds` with tf.data's autotuning off. Its model thread sleeps 10 ms, 20, 40 ... (up to 60 s) between
-    runs, and about every other time an iterator is torn down (the end of fit) the process waits idle for
-    the current sleep to end: half the timed fits of benchmarks/train_speed.py ran at "100 img/s". This
-    pipeline has nothing to tune (no parallel map), so a fixed prefetch of 2 batches loses nothing."""
-    import tensorflow as tf
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return ds.with_options(options)
-
-
 def validation(x, y, batch):
     """fit's validation_data: the same feed, unshuffled; None without validation images."""
     if not len(y):
@@ -151,7 +184,7 @@ def build_trainable(model_preset, recipe, steps_per_epoch, seed=0, steps_per_exe
     if fused_batchnorm:
         fuse_batchnorm(net)
     image = keras.Input(shape=net.input_shape[1:], name="image")
-    wrapper = keras.Model(image, net(Augment(cutout=recipe.cutout, seed=seed)(image)), name="train_wrapper")
+    wrapper = keras.Model(image, net(Augment(cutout=recipe.cutout, crop=recipe.crop, seed=seed)(image)), name="train_wrapper")
     wrapper.compile(optimizer=recipe_mod.optimizer(recipe, steps_per_epoch), loss=recipe_mod.loss(recipe),
                     metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                     steps_per_execution=steps_per_execution)
@@ -196,6 +229,15 @@ def _trim_history(run_dir, epochs_done):
         atomic.write_text(path, "".join(lines[:epochs_done + 1]))
 
 
+def _started_policy(run_dir):
+    """The precision policy the run's first stretch trained in (environment.json), or None."""
+    import json
+    try:
+        return json.loads((run_dir / "environment.json").read_text()).get("policy")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _best_so_far(run_dir):
     import json
     path = run_dir / "best.json"
@@ -213,79 +255,52 @@ def test_metrics(model, test):
             "per_class_accuracy": dict(zip(CLASSES, s["per_class_accuracy"]))}
 
 
-# ---------------------------------------------------------------- the run
+# ---------------------------------------------------------------- the run, step by step
 
-def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
-    """Train per `cfg`, writing everything into `run_dir`; returns the run's metrics dict, or None
-    when `stop_after_s` ended this stretch early (the run folder resumes it)."""
-    t_start = time.perf_counter()
-    seed = cfg.train.seed
-    marker = read_marker(run_dir) if resume else None
+def load_split(cfg, marker, say):
+    """((x_fit, y_fit), (x_val, y_val), data sha256): the training split, shuffled and split."""
+    t0 = time.perf_counter()
     data, data_sha, data_from = training_data(cfg, marker["data_sha256"] if marker else None)
-    (x_fit, y_fit), (x_val, y_val) = _split_train_val(data, cfg.recipe.val_size, cfg.recipe.subset, seed)
-    say(f"data: {len(y_fit)} training, {len(y_val)} validation images from {data_from} "
-        f"({time.perf_counter() - t_start:.1f}s)", flush=True)
+    fit, val = _split_train_val(data, cfg.recipe.val_size, cfg.recipe.subset, cfg.train.seed)
+    say(f"data: {len(fit[1])} training, {len(val[1])} validation images from {data_from} "
+        f"({time.perf_counter() - t0:.1f}s)", flush=True)
+    return fit, val, data_sha
 
-    policy = policy_for(cfg.train.mixed_precision)
-    keras.mixed_precision.set_global_policy(policy)
-    scope, replicas = _distribution(cfg.train.data_parallel)
-    batch = cfg.recipe.batch_size
-    if batch % replicas:
-        raise PipelineError(f"batch size {batch} does not split evenly over {replicas} replicas")
-    steps_per_epoch = math.ceil(len(y_fit) / batch)
 
-    plan = None
-    if cfg.train.time_budget and not resume:
-        with scope:
-            ips, trace_s = budget.measure_images_per_s(
-                lambda: build_trainable(cfg.model.preset, cfg.recipe, steps_per_epoch, seed=seed,
-                                        fused_batchnorm=cfg.train.fused_batchnorm),
-                x_fit.astype(np.float32), _one_hot(y_fit), batch, feed)
-        cfg, plan = budget.plan(cfg, config_mod.parse_duration(cfg.train.time_budget, "train.time_budget"),
-                                time.perf_counter() - t_start, ips, trace_s, len(y_fit), len(y_val))
-        say(f"plan: {plan['images_per_s']:.0f} img/s measured -> ~{plan['epoch_s_estimate']:.0f} s per epoch; "
-            f"{plan['epochs']} epochs fit the {cfg.train.time_budget} budget (one-cycle sized to them), "
-            f"~{plan['estimated_total_s'] / 60:.0f} min in all", flush=True)
-    recipe = cfg.recipe
-    if not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        marker = write_marker(run_dir, cfg, data_sha, plan)  # first: the folder is a run from here on
-        config_mod.write_resolved(cfg, run_dir)
-    keras.utils.set_random_seed(seed)
+def plan_to_budget(cfg, scope, fit, n_val, steps_per_epoch, elapsed_s, say):
+    """(cfg with the epochs that fit train.time_budget, the plan) after timing the first steps."""
+    x_fit, y_fit = fit
     with scope:
-        net, wrapper = build_trainable(cfg.model.preset, recipe, steps_per_epoch, seed=seed,
-                                       steps_per_execution=cfg.train.steps_per_execution,
-                                       fused_batchnorm=cfg.train.fused_batchnorm)
-    env = {**report.environment(), "policy": policy,
-           "distribution": {"replicas": replicas, "global_batch": batch, "per_replica_batch": batch // replicas}}
-    atomic.write_json(run_dir / ("environment.json" if not resume else f"environment.resume-{int(time.time())}.json"),
-                      env)
-    say(f"model: {cfg.model.preset} ({net.count_params():,} params), backend {env['backend']}, "
-        f"policy {policy}, {replicas} replica(s) x {batch // replicas} images, {recipe.epochs} epochs", flush=True)
+        ips, trace_s = budget.measure_images_per_s(
+            lambda: build_trainable(cfg.model.preset, cfg.recipe, steps_per_epoch, seed=cfg.train.seed,
+                                    fused_batchnorm=cfg.train.fused_batchnorm),
+            x_fit.astype(np.float32), _one_hot(y_fit), cfg.recipe.batch_size, feed)
+    cfg, plan = budget.plan(cfg, config_mod.parse_duration(cfg.train.time_budget, "train.time_budget"),
+                            elapsed_s, ips, trace_s, len(y_fit), n_val)
+    say(f"plan: {plan['images_per_s']:.0f} img/s measured -> ~{plan['epoch_s_estimate']:.0f} s per epoch; "
+        f"{plan['epochs']} epochs fit the {cfg.train.time_budget} budget (one-cycle sized to them), "
+        f"~{plan['estimated_total_s'] / 60:.0f} min in all", flush=True)
+    return cfg, plan
 
-    done = backed_up_epochs(run_dir) if resume else 0
-    if resume:
-        _trim_history(run_dir, done)
-        say(f"resume: {run_dir.name} (run {marker['run_id'][:8]}) from epoch {done + 1} of {recipe.epochs}",
-            flush=True)
+
+def run_callbacks(net, run_dir, recipe, steps_per_epoch, n_fit, resume, stop_after_s, t_start, say):
+    """Keras' callbacks and ours, in the order train/callbacks.py explains."""
     callbacks = [EpochTimer()]
     if recipe.ema:
         callbacks.append(keras.callbacks.SwapEMAWeights())  # validation on the averaged weights
-    callbacks += [
+    return callbacks + [
         AtomicCheckpoint(net, run_dir, best_so_far=_best_so_far(run_dir) if resume else -math.inf,
                          ema=bool(recipe.ema)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
-        Progress(recipe.epochs, steps_per_epoch, batch, len(y_fit), say=lambda m: say(m, flush=True)),
+        Progress(recipe.epochs, steps_per_epoch, recipe.batch_size, n_fit, say=lambda m: say(m, flush=True)),
         keras.callbacks.TerminateOnNaN(),
         *([StopAfter(stop_after_s, t_start)] if stop_after_s else []),
         AtomicBackupAndRestore(str(run_dir / "backup"), say=lambda m: say(m, flush=True)),  # last: an epoch is done once all above are on disk
     ]
-    t_fit = time.perf_counter()
-    wrapper.fit(**feed(x_fit.astype(np.float32), _one_hot(y_fit), batch, shuffle_seed=seed),
-                epochs=recipe.epochs, validation_data=validation(x_val, y_val, batch), callbacks=callbacks,
-                verbose=0)
-    fit_seconds = time.perf_counter() - t_fit
 
+
+def finished_history(run_dir, cfg, recipe, stop_after_s, say):
+    """The history, with curves drawn; None when this stretch stopped early; PipelineError on NaN."""
     history = report.write_history(run_dir)
     report.plot_curves(history, run_dir / "curves.png",
                        f"{cfg.model.preset} / {cfg.train.preset} on CIFAR-10 (JPEG q75 copy)")
@@ -297,7 +312,12 @@ def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
         where = f"epoch {bad[0] + 1}" if bad else "an unfinished epoch"
         kept = "best.h5 kept" if (run_dir / "best.h5").exists() else "no checkpoint was written"
         raise PipelineError(f"{run_dir}: loss became NaN or infinite at {where}; training stopped ({kept})")
+    return history
 
+
+def final_metrics(cfg, run_dir, net, wrapper, history, marker, data_sha, policy, steps_per_epoch, fit_seconds,
+                  t_start):
+    """Score the best checkpoint on the test split (chooses nothing: reported only) into metrics.json."""
     best_path = run_dir / ("best.h5" if (run_dir / "best.h5").exists() else "last.h5")
     best, _ = checkpoint.load(best_path)  # as export will load it: float32, nothing from the file runs
     epoch_s = history["epoch_seconds"]
@@ -313,6 +333,67 @@ def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
                            "total_seconds_this_stretch": time.perf_counter() - t_start}}
     atomic.write_json(run_dir / "metrics.json", metrics)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing left to resume
+    return best_path, metrics
+
+
+def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
+    """Train per `cfg`, writing everything into `run_dir`; returns the run's metrics dict, or None
+    when `stop_after_s` ended this stretch early (the run folder resumes it)."""
+    t_start = time.perf_counter()
+    marker = read_marker(run_dir) if resume else None
+    fit, val, data_sha = load_split(cfg, marker, say)
+
+    policy = policy_for(cfg.train.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    scope, replicas = _distribution(cfg.train.data_parallel)
+    batch = cfg.recipe.batch_size
+    if batch % replicas:
+        raise PipelineError(f"batch size {batch} does not split evenly over {replicas} replicas")
+    steps_per_epoch = math.ceil(len(fit[1]) / batch)
+
+    plan = None
+    if cfg.train.time_budget and not resume:
+        cfg, plan = plan_to_budget(cfg, scope, fit, len(val[1]), steps_per_epoch, time.perf_counter() - t_start, say)
+    recipe = cfg.recipe
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker = write_marker(run_dir, cfg, data_sha, plan)  # first: the folder is a run from here on
+        config_mod.write_resolved(cfg, run_dir)
+    keras.utils.set_random_seed(cfg.train.seed)
+    with scope:
+        net, wrapper = build_trainable(cfg.model.preset, recipe, steps_per_epoch, seed=cfg.train.seed,
+                                       steps_per_execution=cfg.train.steps_per_execution,
+                                       fused_batchnorm=cfg.train.fused_batchnorm)
+    env = {**report.environment(), "policy": policy,
+           "distribution": {"replicas": replicas, "global_batch": batch, "per_replica_batch": batch // replicas}}
+    atomic.write_json(run_dir / ("environment.json" if not resume else f"environment.resume-{int(time.time())}.json"),
+                      env)
+    say(f"model: {cfg.model.preset} ({net.count_params():,} params), backend {env['backend']}, "
+        f"policy {policy}, {replicas} replica(s) x {batch // replicas} images, {recipe.epochs} epochs", flush=True)
+    if resume:
+        done = backed_up_epochs(run_dir)
+        _trim_history(run_dir, done)
+        say(f"resume: {run_dir.name} (run {marker['run_id'][:8]}) from epoch {done + 1} of {recipe.epochs}",
+            flush=True)
+        started = _started_policy(run_dir)
+        if started and started != policy:
+            say(f"resume: this machine trains in {policy}, the run started in {started} (train.mixed_precision = "
+                f"{cfg.train.mixed_precision!r}); weights, optimizer and EMA state are float32 under both, so the "
+                "run continues where it was; only the remaining epochs' compute precision changes", flush=True)
+
+    t_fit = time.perf_counter()
+    (x_fit, y_fit), (x_val, y_val) = fit, val
+    wrapper.fit(**feed(x_fit.astype(np.float32), _one_hot(y_fit), batch, shuffle_seed=cfg.train.seed),
+                epochs=recipe.epochs, validation_data=validation(x_val, y_val, batch),
+                callbacks=run_callbacks(net, run_dir, recipe, steps_per_epoch, len(y_fit), resume, stop_after_s,
+                                        t_start, say), verbose=0)
+    fit_seconds = time.perf_counter() - t_fit
+
+    history = finished_history(run_dir, cfg, recipe, stop_after_s, say)
+    if history is None:
+        return None
+    best_path, metrics = final_metrics(cfg, run_dir, net, wrapper, history, marker, data_sha, policy,
+                                       steps_per_epoch, fit_seconds, t_start)
     say(f"done: {best_path} test accuracy {metrics['test_accuracy']:.4f} on CIFAR-10 (JPEG q75 copy), "
         f"{metrics['timings']['train_seconds_all_epochs'] / 3600:.2f} h of training in all", flush=True)
     return metrics
