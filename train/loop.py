@@ -27,6 +27,7 @@ from pipeline.scoring import score
 from pipeline import recipe as recipe_mod
 from train import budget, report
 from train.fused_batchnorm import fuse_batchnorm
+from train.run_lock import run_lock
 from train.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochTimer, Progress, StopAfter,
                              backed_up_epochs)
 
@@ -103,13 +104,15 @@ def _distribution(enabled):
                 raise PipelineError(f"multi-process JAX: the process count and id must be integers ({e})") from None
             if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
                 jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            where = f"multi-process JAX (coordinator {coordinator}, {count} processes, this is {index})"
             try:  # jax.distributed.initialize, then one random seed for all processes
                 keras.distribution.initialize(coordinator, count, index)
-            except (ValueError, RuntimeError) as e:
-                raise PipelineError(
-                    f"multi-process JAX (coordinator {coordinator}, {count} processes, this is {index}): {e}. "
-                    "Set KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID on every host; "
-                    "nothing may use JAX before this point") from e
+            except ValueError as e:  # no count or id given, and no cluster JAX can ask
+                raise PipelineError(f"{where}: {str(e).rstrip('.')}; set KERAS_DISTRIBUTION_NUM_PROCESSES and "
+                                    "KERAS_DISTRIBUTION_PROCESS_ID on every host") from e
+            except RuntimeError as e:  # JAX was used first: its backend is already a one-process one
+                raise PipelineError(f"{where}: {str(e).split('. ')[0]}; this process used JAX before "
+                                    "_distribution (train.mixed_precision 'auto' asks JAX for its platform)") from e
         devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         return contextlib.nullcontext(), len(devices)
@@ -156,10 +159,16 @@ def training_data(cfg, expected_sha=None):
     return load_cifar10(source, splits=("train",))["train"], sha, str(source)
 
 
+def _multi_process():
+    """A data-parallel run over several processes (hosts): Keras then takes only tf.data input."""
+    dist = keras.distribution.distribution()
+    return dist is not None and dist.num_processes > 1
+
+
 def feed(x, y, batch, shuffle_seed=None):
     """Batches for fit: on TensorFlow a tf.data pipeline (shuffled and prefetched on TensorFlow's
     own threads, next to the compiled step), the arrays themselves on other backends."""
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" and not _multi_process():
         return dict(x=x, y=y, batch_size=batch, shuffle=shuffle_seed is not None)
     import tensorflow as tf
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -338,14 +347,20 @@ def final_metrics(cfg, run_dir, net, wrapper, history, marker, data_sha, policy,
 
 def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
     """Train per `cfg`, writing everything into `run_dir`; returns the run's metrics dict, or None
-    when `stop_after_s` ended this stretch early (the run folder resumes it)."""
+    when `stop_after_s` ended this stretch early (the run folder resumes it). The whole run holds the
+    folder's lock (train/run_lock.py): a second process on the same folder is refused, naming this one."""
+    with run_lock(run_dir, fresh=not resume):
+        return _train(cfg, Path(run_dir), resume, stop_after_s, say)
+
+
+def _train(cfg, run_dir, resume, stop_after_s, say):
     t_start = time.perf_counter()
     marker = read_marker(run_dir) if resume else None
     fit, val, data_sha = load_split(cfg, marker, say)
 
+    scope, replicas = _distribution(cfg.train.data_parallel)  # first: jax.distributed starts before any JAX use
     policy = policy_for(cfg.train.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
-    scope, replicas = _distribution(cfg.train.data_parallel)
     batch = cfg.recipe.batch_size
     if batch % replicas:
         raise PipelineError(f"batch size {batch} does not split evenly over {replicas} replicas")
@@ -388,6 +403,8 @@ def train(cfg, run_dir: Path, resume=False, stop_after_s=None, say=print):
                 callbacks=run_callbacks(net, run_dir, recipe, steps_per_epoch, len(y_fit), resume, stop_after_s,
                                         t_start, say), verbose=0)
     fit_seconds = time.perf_counter() - t_fit
+    if _multi_process():  # what follows (checkpoint reload, test accuracy) runs in each process alone
+        keras.distribution.set_distribution(None)
 
     history = finished_history(run_dir, cfg, recipe, stop_after_s, say)
     if history is None:
