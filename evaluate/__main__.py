@@ -3,7 +3,12 @@ import argparse
 import sys
 
 from pipeline import config, console
-from pipeline.errors import PipelineError, fail_cleanly
+from pipeline.errors import PipelineError, fail_cleanly, printable, terminate_like_interrupt
+
+
+def say(text):
+    """Progress and gate lines quote artifact errors, which can quote a manifest's paths: escaped, never raw."""
+    print(printable(text), flush=True)
 
 
 def build_parser():
@@ -38,7 +43,10 @@ def build_parser():
     return p
 
 
+# SIGTERM stops evaluate as Ctrl-C does: the running worker is killed, the temp folder (test images, jobs)
+# removed and reports/ (written last) left as it was; one `error:` line, exit status 143.
 @fail_cleanly
+@terminate_like_interrupt
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = config.from_args(args)
@@ -49,12 +57,12 @@ def main(argv=None):
         raise PipelineError("--baseline and --no-gates contradict each other")
     console.start_tensorflow(args.verbose)
     from evaluate.run import evaluate_all
-    result = evaluate_all(cfg, latency=not args.no_latency, gates_on=not args.no_gates)
+    result = evaluate_all(cfg, latency=not args.no_latency, gates_on=not args.no_gates, progress=say)
     if args.calibration_sweep:
         from evaluate import calibration_sweep
-        calibration_sweep.run(cfg)
+        calibration_sweep.run(cfg, progress=say)
     for line in result["gate_failures"]:
-        print(line, file=sys.stderr)
+        print(printable(line), file=sys.stderr)
     if not result["passed"]:
         print(f"evaluate: {len(result['gate_failures'])} gate(s) failed", file=sys.stderr)
         sys.exit(1)

@@ -5,7 +5,9 @@ For every artifact, always:
                - max_drop_pp_<kind>; with no reference accuracy in the manifest this gate fails and says why
   status       the artifact loaded and ran
 For the `keras` artifact: accuracy >= reference accuracy - reference_tolerance_pp.
-For every kind with mobile_checks (pipeline/artifacts.py): mobile_ready, the readiness checks export recorded in the manifest
+For every kind with ort_mobile: every node on each execution provider gates.ort_mobile_<kind> names.
+For every kind with mobile_checks (pipeline/artifacts.py): mobile_ready (gates.mobile_checks_phone for the
+kinds a phone gets, gates.mobile_checks for the rest), the readiness checks export recorded in the manifest
 (pipeline.mobile_checks) that [gates] mobile_checks requires; a check that could not run fails.
 When `keras` was exported, for every other artifact: the drop against it <= max_drop_pp_<kind>
 and top-1 agreement >= min_agreement_<kind> (same images, so also valid on a --limit subset).
@@ -14,6 +16,7 @@ A failed gate prints `GATE FAILED: <artifact> <metric> = <value> (threshold <t>)
 """
 from pipeline import artifacts
 from pipeline.artifacts import REFERENCE
+from pipeline import ort_mobile
 from pipeline.mobile_checks import failures as mobile_failures
 
 
@@ -40,12 +43,19 @@ def check(rows, gates_cfg, reference, test_images, full_test_set):
         if row["status"] != "ok":
             results.append(_gate(name, "status", row["status"], "ok", False, row.get("error")))
             continue
-        if artifacts.get(name).mobile_checks and gates_cfg.mobile_checks:
+        kind_row = artifacts.get(name)
+        required = gates_cfg.mobile_checks_phone if kind_row.mobile else gates_cfg.mobile_checks
+        if kind_row.mobile_checks and required:
             record = row.get("mobile_ready")
-            lines = mobile_failures(record, gates_cfg.mobile_checks) if record else \
+            lines = mobile_failures(record, required) if record else \
                 ["the manifest records no mobile-readiness checks (export again)"]
-            results.append(_gate(name, "mobile_ready", "; ".join(lines) or "ok", list(gates_cfg.mobile_checks),
-                                 not lines))
+            results.append(_gate(name, "mobile_ready", "; ".join(lines) or "ok", list(required), not lines))
+        if artifacts.get(name).ort_mobile:
+            required = getattr(gates_cfg, f"ort_mobile_{row['kind']}")
+            record = row.get("ort_mobile")
+            lines = ort_mobile.failures(record, required) if record else \
+                ["the manifest records no ONNX Runtime Mobile coverage (export again)"]
+            results.append(_gate(name, "ort_mobile", "; ".join(lines) or "ok", list(required), not lines))
         acc, kind = row["accuracy"], row["kind"]
         max_drop = getattr(gates_cfg, f"max_drop_pp_{kind}")
         if card is None:

@@ -29,26 +29,51 @@ def _peaks(result):
                      for p in ("fp32", "int8"))
 
 
+def _gpu_runtime(m):
+    g = m.get("gpu_runtime")
+    if not g:
+        return "n/a"
+    if g.get("gpu_found") is False:
+        return "no GPU on this machine"
+    if g.get("gpu_found"):
+        return f"fully accelerated: {'yes' if g.get('is_fully_accelerated') else 'no'}"
+    return f"not probed: {g.get('why', '?')}"
+
+
 def _mobile_section(result):
-    """The readiness checks export recorded for every mobile_checks kind (gated by [gates] mobile_checks)."""
+    """The readiness checks export recorded for every mobile_checks kind, and ONNX Runtime Mobile's
+    coverage of every ort_mobile kind (gated by [gates] mobile_checks*, ort_mobile_*)."""
     rows = [r for r in result["artifacts"] if artifacts.get(r["name"]).mobile_checks]
-    if not rows:
+    ort = [r for r in result["artifacts"] if artifacts.get(r["name"]).ort_mobile]
+    if not rows and not ort:
         return []
     lines = ["", "## Mobile readiness (checked at export)", "",
-             "| artifact | builtin ops only | input / output | integer I/O | GPU delegate |", "|---|---|---|---|---|"]
-    why = set()
+             "| artifact | phone | builtin ops only | input / output | integer I/O | GPU delegate rules "
+             "| GPU here (CompiledModel) |", "|---|---|---|---|---|---|---|"]
+    checkers = set()
     for r in rows:
         m = r.get("mobile_ready")
+        phone = "yes" if artifacts.get(r["name"]).mobile else "-"
         if not m:
-            lines.append(f"| {r['name']} | not recorded (export again) | | | |")
+            lines.append(f"| {r['name']} | {phone} | not recorded (export again) | | | | |")
             continue
-        gpu = {True: "compatible", False: "incompatible: " + ", ".join(o["op"] for o in m["gpu_incompatible_ops"] or []),
-               None: "not checked*"}[m["gpu_compatible"]]
-        why.add(m.get("gpu_unchecked_why"))
+        ops = ", ".join(dict.fromkeys(o["op"] for o in m.get("gpu_incompatible_ops") or []))
+        gpu = {True: "compatible", False: f"refused: {ops}", None: "not checked"}[m["gpu_compatible"]]
+        checkers.add(m.get("gpu_checker"))
         builtin = "yes" if m["builtin_ops_only"] else "no: " + ", ".join(m["custom_ops"])
-        lines.append(f"| {r['name']} | {builtin} | {m['input_dtype']} / {m['output_dtype']} "
-                     f"| {({None: 'n/a (float kind)', True: 'yes', False: '**no**'})[m['integer_io']]} | {gpu} |")
-    lines += [""] + [f"\\* {w}." for w in sorted(w for w in why if w)]
+        lines.append(f"| {r['name']} | {phone} | {builtin} | {m['input_dtype']} / {m['output_dtype']} "
+                     f"| {({None: 'n/a (float kind)', True: 'yes', False: '**no**'})[m['integer_io']]} | {gpu} "
+                     f"| {_gpu_runtime(m)} |")
+    lines += [""] + [f"GPU rules: {c}." for c in sorted(c for c in checkers if c)]
+    if ort:
+        lines += ["", "ONNX Runtime Mobile (onnxruntime's mobile usability checker): nodes each phone execution "
+                  "provider takes", "", "| artifact | NNAPI | Core ML NeuralNetwork | Core ML MLProgram |",
+                  "|---|---|---|---|"]
+        for r in ort:
+            rec = r.get("ort_mobile")
+            cells = [f"{rec[ep]['supported']}/{rec[ep]['nodes']} in {rec[ep]['partitions']}" if rec else "not recorded"
+                     for ep in ("nnapi", "coreml_neuralnetwork", "coreml_mlprogram")]
+            lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return lines
 
 

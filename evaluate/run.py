@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate import baseline, gates
+from evaluate import baseline, gates, worker
 from pipeline import artifacts, config as config_mod, evalset, machine, sampling
 from pipeline import manifest as manifest_mod
 from pipeline.artifacts import REFERENCE
@@ -42,7 +42,8 @@ def _spawn(job, workdir, tag, timeout_s):
     job_path.write_text(json.dumps(job))
     threads = str(job["threads"])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": threads,
-           "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+           "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
+           worker.PARENT_ENV: str(os.getpid())}  # the worker dies with this process, even on kill -9
     name = job.get("entry", {}).get("name", "probe")
     try:
         with open(log_path, "w") as log:
@@ -61,7 +62,7 @@ def _row(entry):
     return {"name": entry["name"], "format": entry["format"], "precision": entry["precision"],
             "kind": entry["kind"], "path": entry["path"], "bytes": entry["bytes"], "size_mb": round(entry["bytes"] / 1e6, 3),
             "status": "ok", "error": None,
-            **{k: entry[k] for k in ("mobile_ready", "layer_error") if k in entry}}
+            **{k: entry[k] for k in ("mobile_ready", "ort_mobile", "layer_error") if k in entry}}
 
 
 def evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, ev, latency, progress):

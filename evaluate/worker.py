@@ -10,10 +10,29 @@ JOB: {"kind": "artifact" | "probe", "threads", ...}; RESULT: the measurements, o
 {"error": "<one line>"} for an expected failure. Thread env vars are set by the parent.
 """
 import json
+import os
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
+
+PARENT_ENV = "CIFAR_EDGE_EVALUATE_PID"  # set by evaluate.run._spawn
+
+
+def die_with_parent():
+    """Linux: have the kernel SIGKILL this worker when the evaluate process that started it dies, however
+    it dies (kill -9 included), so a worker never runs on under PID 1. Elsewhere: nothing."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # it died before prctl took effect: nobody would signal us
+        os._exit(1)
 
 
 def run_artifact(job):
@@ -49,6 +68,7 @@ def run_probe(job):
 
 
 def main(job_path, result_path):
+    die_with_parent()
     from pipeline import atomic
     from pipeline.errors import PipelineError, first_line
 

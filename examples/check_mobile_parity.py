@@ -22,9 +22,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
 
 from pipeline import atomic, config, evalset, manifest, sampling  # noqa: E402
+from pipeline.artifacts import ARTIFACTS  # noqa: E402
 from pipeline.errors import PipelineError, fail_cleanly  # noqa: E402
 
-ARTIFACT = "tflite_int8"
+ARTIFACT = next(row.name for row in ARTIFACTS.values() if row.mobile == "int8")  # the bundle's default model
 
 
 def evaluator_top1(manifest_path, entry, images, threads):

@@ -20,6 +20,9 @@ so examples/check_mobile_parity.py can compare it with the evaluator on the whol
 """
 import argparse
 import json
+import os
+import re
+import stat
 import sys
 from pathlib import Path
 
@@ -30,11 +33,52 @@ from PIL import Image, ImageOps
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
+# ---------------------------------------------------------------- files
+
+def open_regular(path):
+    """A regular file opened for reading; OSError for anything else. O_NONBLOCK: a FIFO in its place does
+    not block the open (or the read, forever); fstat then refuses it before a byte is read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise OSError("not a regular file (a FIFO, socket, device or folder); not read")
+    return f
+
+
+def _bundle_file(path):
+    """open_regular for a file of the bundle: its OSError names the file (FileNotFoundError kept as it is)."""
+    try:
+        return open_regular(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise OSError(f"{path}: {exc}") from None
+
+
+def read_text(path):
+    with _bundle_file(path) as f:
+        return f.read().decode()
+
+
+def check_regular(path):
+    _bundle_file(path).close()
+
+
+def printable(text):
+    """Control characters (a file name's carriage return, ANSI escape, NUL) as \\xNN, never raw on a terminal."""
+    return re.sub("[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+class NotFinite(ValueError):
+    """The model returned NaN or infinity: the model is broken, not the image."""
+
+
 # ---------------------------------------------------------------- bitmaps
 
 def bitmap_from_file(path, size=32):
     """ARGB_8888 pixels (size*size,) uint32 of an image file: decode, alpha over white, area-scale to size."""
-    with Image.open(path, formats=("PNG", "JPEG")) as im:
+    with open_regular(path) as f, Image.open(f, formats=("PNG", "JPEG")) as im:
         im.load()
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale, don't clip
@@ -62,10 +106,12 @@ def argb_from_rgb(rgb):
 class MobileClassifier:
     def __init__(self, bundle_dir, model="int8", threads=1):
         bundle_dir = Path(bundle_dir)
-        spec = json.loads((bundle_dir / "model_spec.json").read_text())
+        spec = json.loads(read_text(bundle_dir / "model_spec.json"))
         self.spec = spec["models"][model]
-        self.labels = [s.strip() for s in (bundle_dir / spec["labels"]).read_text().splitlines() if s.strip()]
-        self.interpreter = Interpreter(model_path=str(bundle_dir / self.spec["file"]), num_threads=threads)
+        self.labels = [s.strip() for s in read_text(bundle_dir / spec["labels"]).splitlines() if s.strip()]
+        model_path = bundle_dir / self.spec["file"]
+        check_regular(model_path)  # a FIFO would hang the interpreter's open
+        self.interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
         self.interpreter.allocate_tensors()
         # Tensors are found by the names the spec records, as an app would hard-code them.
         self.input = self._by_name(self.interpreter.get_input_details(), self.spec["input"]["name"])
@@ -96,8 +142,12 @@ class MobileClassifier:
         raw = self.interpreter.get_tensor(self.output["index"])[0]
         quant = self.spec["output"]["quantization"]
         if quant:
-            return ((raw.astype(np.float32) - quant["zero_point"]) * quant["scale"]).astype(np.float32)
-        return raw.astype(np.float32)
+            probs = ((raw.astype(np.float32) - quant["zero_point"]) * quant["scale"]).astype(np.float32)
+        else:
+            probs = raw.astype(np.float32)
+        if not np.isfinite(probs).all():
+            raise NotFinite("the model returned non-finite probabilities (NaN or infinity)")
+        return probs
 
     def top_k(self, probabilities, k=3):
         order = np.argsort(-probabilities, kind="stable")[:k]
@@ -121,11 +171,11 @@ def open_bundle(bundle_dir, model):
     try:
         return MobileClassifier(bundle_dir, model)
     except FileNotFoundError as exc:
-        raise SystemExit(f"error: {bundle_dir}: not a mobile bundle ({exc.filename} is missing); "
-                         "build one with `python -m export.mobile`")
+        raise SystemExit(printable(f"error: {bundle_dir}: not a mobile bundle ({exc.filename} is missing); "
+                                   "build one with `python -m export.mobile`"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"error: {bundle_dir}: unusable mobile bundle ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]})")
+        raise SystemExit(printable(f"error: {bundle_dir}: unusable mobile bundle ({type(exc).__name__}: "
+                                   f"{' '.join(str(exc).split())[:200]})"))
 
 
 def main(argv=None):
@@ -145,14 +195,17 @@ def main(argv=None):
             seen += 1
             try:
                 top = app.classify_file(f, args.top_k)
+            except NotFinite as exc:  # the model, not this file: no other file can be trusted either
+                raise SystemExit(printable(f"error: {Path(args.bundle) / app.spec['file']}: {exc} for {f}; "
+                                           "refused"))
             except Exception as exc:  # one bad file must not stop the others
-                print(f"error: {f}: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+                print(printable(f"error: {f}: {type(exc).__name__}: {' '.join(str(exc).split())}"), file=sys.stderr)
                 failed += 1
                 continue
             ranked = ", ".join(f"{label} {prob:.1%}" for label, prob in top)
-            print(f"{f}: {top[0][0]} ({top[0][1]:.1%})  [{ranked}]")
+            print(printable(f"{f}: {top[0][0]} ({top[0][1]:.1%})  [{ranked}]"))
     if not seen:
-        raise SystemExit(f"error: no PNG or JPEG files in {', '.join(args.inputs)}")
+        raise SystemExit(printable(f"error: no PNG or JPEG files in {', '.join(args.inputs)}"))
     return 1 if failed else 0
 
 

@@ -20,6 +20,9 @@ change between onnxruntime releases and machines:
 import argparse
 import hashlib
 import json
+import os
+import re
+import stat
 import sys
 from pathlib import Path
 
@@ -33,9 +36,25 @@ EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 # ---------------------------------------------------------------- images (a copy of pipeline/images.py)
 
+def open_regular(path):
+    """A regular file opened for reading; OSError for anything else. O_NONBLOCK: a FIFO in its place does
+    not block the open (or the read, forever); fstat then refuses it before a byte is read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise OSError("not a regular file (a FIFO, socket, device or folder); not read")
+    return f
+
+
+def printable(text):
+    """Control characters (a file name's carriage return, ANSI escape, NUL) as \\xNN, never raw on a terminal."""
+    return re.sub("[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
 def load_image(path):
     """(32, 32, 3) uint8 RGB from a PNG or JPEG file of any size and mode."""
-    with Image.open(path, formats=("PNG", "JPEG")) as im:
+    with open_regular(path) as f, Image.open(f, formats=("PNG", "JPEG")) as im:
         im.load()
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale, don't clip
@@ -86,7 +105,7 @@ class Refused(Exception):
 
 def _sha256(path):
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -106,7 +125,8 @@ def from_manifest(manifest_path, artifact):
     """(model path, labels path) of an artifact in the export manifest, both sha256-checked."""
     manifest_path = Path(manifest_path)
     try:
-        data = json.loads(manifest_path.read_text())
+        with open_regular(manifest_path) as f:
+            data = json.loads(f.read())
         entries = {e["name"]: e for e in data["artifacts"]}
         labels = data["labels"]
         labels_rel, labels_sha = labels["path"], labels["sha256"]
@@ -120,15 +140,20 @@ def from_manifest(manifest_path, artifact):
     for what, rel, sha in ((artifact, entry.get("path"), entry.get("sha256")), ("labels", labels_rel, labels_sha)):
         path = _inside(manifest_path.parent, rel, f"{manifest_path}: {what}")
         if not path.is_file():
-            raise Refused(f"{path}: missing (named by {manifest_path})")
-        if _sha256(path) != sha:
+            raise Refused(f"{path}: missing or not a regular file (named by {manifest_path})")
+        try:
+            digest = _sha256(path)
+        except OSError as exc:
+            raise Refused(f"{path}: cannot read ({exc})") from None
+        if digest != sha:
             raise Refused(f"{path}: sha256 does not match the manifest")
     return manifest_path.parent / entry["path"], manifest_path.parent / labels_rel
 
 
 def read_labels(path):
     try:
-        labels = [s.strip() for s in Path(path).read_text().splitlines() if s.strip()]
+        with open_regular(path) as f:
+            labels = [s.strip() for s in f.read().decode().splitlines() if s.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise Refused(f"{path}: cannot read labels ({exc})") from None
     if not labels:
@@ -137,8 +162,8 @@ def read_labels(path):
 
 
 def make_checked_session(model, threads, inter_op_threads, n_labels):
-    if not Path(model).is_file():
-        raise Refused(f"{model}: no such model file")
+    if not Path(model).is_file():  # is_file: a FIFO, socket or device is not one
+        raise Refused(f"{model}: no such model file (or not a regular file)")
     try:
         session = make_session(model, threads, inter_op_threads)
     except Exception as exc:  # onnxruntime raises its own types for bad files
@@ -173,20 +198,25 @@ def run(args, parser):
             where.append(len(results) - 1)
         except Exception as exc:  # one bad file must not stop the others
             results[-1]["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-            print(f"error: {path}: {results[-1]['error']}", file=sys.stderr)
+            print(printable(f"error: {path}: {results[-1]['error']}"), file=sys.stderr)
     if not results:
         raise Refused(f"no PNG or JPEG files in {', '.join(args.inputs)}")
     probs = predict(session, np.stack(arrays) if arrays else np.zeros((0, SIZE, SIZE, 3), np.uint8),
                     args.batch_size)
+    finite = np.isfinite(probs).all(axis=1)
+    if not finite.all():  # a NaN would rank first and print as "nan%": refuse the whole run instead
+        bad = results[where[int(np.argmin(finite))]]["file"]
+        raise Refused(f"{model}: the model returned non-finite probabilities (NaN or infinity) for {bad}; "
+                      "refused, no result was printed")
     for i, p in zip(where, probs):
         order = np.argsort(-p, kind="stable")[:args.top_k]
         top = [{"label": labels[j], "probability": round(float(p[j]), 6)} for j in order]
         results[i].update(label=top[0]["label"], probability=top[0]["probability"], top_k=top)
         if not args.json:
             ranked = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in top)
-            print(f"{results[i]['file']}: {top[0]['label']} ({top[0]['probability']:.1%})  [{ranked}]")
+            print(printable(f"{results[i]['file']}: {top[0]['label']} ({top[0]['probability']:.1%})  [{ranked}]"))
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2, allow_nan=False))
     return 1 if len(arrays) < len(results) else 0
 
 
@@ -206,7 +236,7 @@ def main(argv=None):
     try:
         return run(args, parser)
     except Refused as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(printable(f"error: {exc}"), file=sys.stderr)
         return 1
 
 

@@ -1,15 +1,18 @@
 """`python -m export.mobile`: the mobile bundle an Android/iOS app ships, from the export manifest.
 
-    artifacts/mobile/
-      model_int8.tflite   full-integer model: uint8 in, uint8 out (the default)
-      model_fp16.tflite   fp16 weights, float32 in and out (GPU delegates prefer it)
-      labels.txt          one class name per line, in output order
+    artifacts/mobile/         every model batch 1, static shapes, no runtime-shape op
+      model_int8_b1.tflite    full-integer model: uint8 in, uint8 out (the default)
+      model_fp16_b1.tflite    fp16 weights, float32 in and out (GPU delegates prefer it)
+      model_fp32_b1.onnx      for ONNX Runtime Mobile (NNAPI / Core ML execution providers)
+      model_int8_b1.onnx      QDQ int8 for ONNX Runtime Mobile
+      labels.txt              one class name per line, in output order
       model_spec.json     per model: input/output tensor name, dtype, shape, quantization
                           {scale, zero_point}; and the preprocessing contract:
                           "raw RGB 0..255, NHWC, no other preprocessing"
 
 Tensor facts are read from the .tflite files themselves with the LiteRT interpreter (what
-the app will see), after each file's sha256 is checked against the manifest. The folder is
+the app will see; for ONNX, from the file as export read it into the manifest), after each file's
+sha256 is checked against the manifest. Which models ship: the artifact table's `mobile` column. The folder is
 written beside itself and swapped into place in one step (pipeline.atomic.publish_dir), so an
 app build never picks up half a bundle and a kill leaves the old bundle or the new one. Only a
 folder an earlier bundle made (it holds model_spec.json), an empty one or a new one is replaced:
@@ -66,7 +69,8 @@ def build(manifest_path, out_dir):
             key, name, filename = row.mobile, row.name, row.file
             src = manifest.verify(manifest_path, entries[key])
             shutil.copyfile(src, tmp / filename)
-            tensors = tensor_spec(tmp / filename)
+            tensors = tensor_spec(tmp / filename) if row.runtime == "litert" else \
+                {"input": entries[key]["input"], "output": entries[key]["output"]}
             if tensors["output"]["shape"][-1] != len(labels):
                 raise PipelineError(f"{src}: {tensors['output']['shape'][-1]} outputs but {len(labels)} labels")
             spec["models"][key] = {"file": filename, "artifact": name, "precision": entries[key]["precision"],

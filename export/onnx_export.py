@@ -7,6 +7,7 @@ so the model has exactly one input and no constant leaks in as an extra input.
 import re
 
 from export.savedmodel import image_spec
+from pipeline.errors import PipelineError
 from pipeline.model import OUTPUT_NAME
 from pipeline.onnx_quantize import check_single_io, int8_settings, write_int8
 
@@ -76,3 +77,24 @@ def build_fp32(exporter, row, path):
 def build_int8(exporter, row, path):
     """Plain static int8 (export.constrained_int8.build_onnx_int8 dispatches here when the constraint is off)."""
     return write_int8(exporter.path_of(row.needs), path, exporter.calibration.images, int8_settings(exporter.cfg.export))
+
+
+def build_static(exporter, row, path):
+    """The `needs` ONNX file with its batch fixed to row.batch (a phone's NNAPI / Core ML execution providers
+    take no dynamic shape): onnxruntime's own make_dim_param_fixed + fix_output_shapes, then every
+    intermediate shape inferred again, so no dimension is left open anywhere in the graph."""
+    import onnx
+    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
+    proto = onnx.load(str(exporter.path_of(row.needs)))
+    make_dim_param_fixed(proto.graph, "batch", row.batch)
+    fix_output_shapes(proto)
+    del proto.graph.value_info[:]
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    open_dims = [v.name for v in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output)
+                 if any(not d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)]
+    if open_dims:
+        raise PipelineError(f"{row.name}: tensors with an open dimension after fixing the batch: {open_dims[:3]}")
+    check_single_io(proto, path)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return {"batch": row.batch, "fixed_from": row.needs}

@@ -4,6 +4,8 @@ Runners come from pipeline/runtimes.py (the ones evaluate and predict use): raw 
 images (N, 32, 32, 3) in, float32 class probabilities (N, 10) out; integer inputs/outputs are
 (de)quantized with the artifact's own scale and zero point, as a mobile app would.
 """
+import math
+
 import numpy as np
 
 from pipeline.errors import PipelineError
@@ -30,7 +32,14 @@ def compare(reference, probs):
 
 
 def check(name, record, minimum, key):
-    """Refuse an artifact whose top-1 agreement is below the gate."""
+    """Refuse an artifact whose outputs (or the Keras model's) are not all finite, or whose top-1 agreement
+    is below the gate. max_abs_diff is NaN or infinite exactly when some probability on either side is: a
+    NaN in both at the same class agrees under argmax, so agreement alone would pass it."""
+    if not math.isfinite(record["max_abs_diff"]):
+        raise PipelineError(
+            f"{name}: non-finite probabilities (NaN or infinity) on {record['images']} parity images "
+            f"(max |diff| {record['max_abs_diff']} vs the Keras model); refused whatever the agreement "
+            f"({record['top1_agreement']:.2%}); nothing was written")
     if record["top1_agreement"] < minimum:
         raise PipelineError(
             f"{name}: top-1 agreement with the Keras model {record['top1_agreement']:.2%} on "

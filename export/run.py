@@ -51,7 +51,10 @@ def reference_record(cfg, checkpoint):
     value = metrics.get("test_accuracy") if isinstance(metrics, dict) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise PipelineError(f"{path}: \"test_accuracy\" must be a fraction in (0, 1], got {value!r}")
-    return {"accuracy": float(value), "test_images": metrics.get("test_images"),
+    images = metrics.get("test_images")  # evaluate's reference gate compares it with the images it scores
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise PipelineError(f"{path}: \"test_images\" must be a whole number >= 1, got {images!r}")
+    return {"accuracy": float(value), "test_images": images,
             "source": path.name, "source_sha256": atomic.sha256_file(path),
             "data_sha256": metrics.get("data_sha256")}
 
@@ -110,7 +113,7 @@ def build_saved_model_first(exporter, formats):
 def export_one(exporter, name, keras_probs, seconds_before, say):
     """Build one kind, gate it on parity with the Keras model, record its checks: its manifest entry."""
     from export import layer_error, parity, specs
-    from pipeline import mobile_checks
+    from pipeline import mobile_checks, ort_mobile
     cfg, row, sets = exporter.cfg, artifacts.get(name), exporter.sets
     t0 = time.time()
     path = exporter.path_of(name)
@@ -122,6 +125,8 @@ def export_one(exporter, name, keras_probs, seconds_before, say):
     checks = {}
     if row.mobile_checks:
         checks["mobile_ready"] = mobile_checks.check(path, row.integer_io)
+    if row.ort_mobile:
+        checks["ort_mobile"] = ort_mobile.coverage(path)
     if row.layer_error and cfg.export.layer_error_images:
         t1 = time.time()
         # QuantizationDebugger drives TF's deprecated tf.lite.Interpreter: its warnings are not the user's

@@ -9,6 +9,11 @@ def image_spec():
     return tf.TensorSpec([None, 32, 32, 3], tf.float32, name=INPUT_NAME)
 
 
+def static_image_spec(batch):
+    """The same input with a fixed batch: what a phone's models take."""
+    return tf.TensorSpec([batch, 32, 32, 3], tf.float32, name=INPUT_NAME)
+
+
 def float_spec(name, shape):
     return {"name": name, "dtype": "float32", "shape": shape, "quantization": None}
 
@@ -22,7 +27,7 @@ def write_keras(model, path):
     model.save(path)
 
 
-def write_saved_model(model, path):
+def write_saved_model(model, path, spec=None):
     """`tf.saved_model.load(path).signatures["serving_default"](image=x)["probabilities"]`.
 
     TF Serving expects `<model>/<version>/saved_model.pb`; point it at a folder that holds
@@ -34,7 +39,7 @@ def write_saved_model(model, path):
     from tensorflow.core.protobuf import fingerprint_pb2
 
     serve = tf.function(lambda image: {OUTPUT_NAME: model(image, training=False)},
-                        input_signature=[image_spec()])
+                        input_signature=[spec or image_spec()])
     module = tf.Module()
     module.weights = [v.value for v in model.variables]  # the tf.Variables behind Keras' variables
     module.serve = serve

@@ -7,6 +7,7 @@ interpreter ignores the trailing bytes; `read_labels(path)` (or any unzip tool) 
 """
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -74,3 +75,18 @@ def build(exporter, row, path):
     export.constrained_int8.build_tflite_int8, which comes here when the constraint is off)."""
     flat = convert_saved_model(exporter.path_of(row.needs), row.precision, exporter.calibration.images)
     write(path, flat, labels_text())
+
+
+def build_static(exporter, row, path):
+    """A phone's TFLite model: the Keras model traced at a fixed batch of row.batch, so every tensor is
+    static and Flatten is one RESHAPE to a constant shape (the dynamic-batch files build it from SHAPE /
+    STRIDED_SLICE / PACK at run time, which the LiteRT GPU delegate refuses)."""
+    import tempfile
+
+    from export.savedmodel import static_image_spec, write_saved_model
+    with tempfile.TemporaryDirectory(prefix="static_saved_model_", dir=path.parent) as tmp:
+        saved = Path(tmp) / "saved_model"  # from_saved_model: the converter path that works for Keras 3 models
+        write_saved_model(exporter.model, saved, static_image_spec(row.batch))
+        flat = convert_saved_model(saved, row.precision, exporter.calibration.images)
+    write(path, flat, labels_text())
+    return {"batch": row.batch}

@@ -24,6 +24,9 @@ Columns:
   profiler       the runtime profiler `evaluate --profile` reads ("" = none: evaluate.profile says why)
   counts_flops   evaluate counts FLOPs per image on it (a Keras model: one count serves every artifact)
   default        written by export unless export.formats says otherwise
+  ort_mobile     export records how much of it ONNX Runtime Mobile's NNAPI / Core ML providers take
+                 (pipeline.ort_mobile) and evaluate gates it (gates.ort_mobile_<kind>)
+  batch          the file's fixed batch size (a phone's models: 1, no runtime-shape op); 0 = dynamic (servers)
 This module imports nothing heavy: the config checks formats against it.
 """
 from dataclasses import dataclass
@@ -50,6 +53,8 @@ class Kind:
     profiler: str = ""
     counts_flops: bool = False
     default: bool = True
+    batch: int = 0
+    ort_mobile: bool = False
 
 
 _TF = dict(runtime="tensorflow")
@@ -66,14 +71,23 @@ _ROWS = (
     Kind("onnx_int8", "onnx", "int8", "int8", "model_int8.onnx", "export.constrained_int8:build_onnx_int8",
          needs="onnx_fp32", deterministic=False, layer_error="onnx", **_INT8, **_ORT),
     Kind("tflite_fp32", "tflite", "fp32", "float", "model_fp32.tflite", **_LITE),
-    Kind("tflite_fp16", "tflite", "fp16", "float", "model_fp16.tflite", mobile="fp16", **_LITE),
+    Kind("tflite_fp16", "tflite", "fp16", "float", "model_fp16.tflite", **_LITE),
     Kind("tflite_dynamic_int8", "tflite", "dynamic_int8", "int8", "model_dynamic_int8.tflite",
          **_LITE, **_INT8),  # int8 weights; LiteRT's hybrid kernels quantize activations on the fly
-    Kind("tflite_int8", "tflite", "int8", "int8", "model_int8.tflite", mobile="int8", layer_error="tflite",
+    Kind("tflite_int8", "tflite", "int8", "int8", "model_int8.tflite", layer_error="tflite",
          integer_io=True, **{**_LITE, **_INT8, "builder": "export.constrained_int8:build_tflite_int8"}),
     Kind("tflite_qat_int8", "tflite", "qat_int8", "int8", "model_qat_int8.tflite",
          parity="min_parity_qat", deterministic=False, integer_io=True, compute="int8", default=False,
          **{**_LITE, "needs": "", "builder": "export.qat:build"}),
+    # What a phone gets (the mobile bundle): batch 1 fixed, no runtime-shape op.
+    Kind("tflite_fp16_b1", "tflite", "fp16", "float", "model_fp16_b1.tflite", mobile="fp16", batch=1,
+         **{**_LITE, "needs": "", "builder": "export.tflite_export:build_static"}),
+    Kind("tflite_int8_b1", "tflite", "int8", "int8", "model_int8_b1.tflite", mobile="int8", batch=1, integer_io=True,
+         **{**_LITE, **_INT8, "needs": "", "builder": "export.tflite_export:build_static"}),
+    Kind("onnx_fp32_b1", "onnx", "fp32", "float", "model_fp32_b1.onnx", "export.onnx_export:build_static",
+         needs="onnx_fp32", deterministic=False, mobile="onnx_fp32", batch=1, ort_mobile=True, **_ORT),
+    Kind("onnx_int8_b1", "onnx", "int8", "int8", "model_int8_b1.onnx", "export.onnx_export:build_static",
+         needs="onnx_int8", deterministic=False, mobile="onnx_int8", batch=1, ort_mobile=True, **_INT8, **_ORT),
 )
 
 ARTIFACTS = {row.name: row for row in _ROWS}

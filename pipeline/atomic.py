@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -49,21 +50,65 @@ def write_json(final, obj):
     write_text(final, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def _not_regular(path, mode):
+    from pipeline.errors import PipelineError
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+        "a folder" if stat.S_ISDIR(mode) else "a special file"
+    return PipelineError(f"{path}: is {kind}, not a regular file; refused (it was not read)")
+
+
+def check_regular(path):
+    """`path` (links followed) if it is a regular file; a PipelineError naming it if it is a FIFO, socket,
+    device or folder, which would block forever or read as empty. FileNotFoundError if it is missing."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, mode)
+    return path
+
+
+def open_regular(path):
+    """A binary file object of a regular file, checked before and after opening (O_NONBLOCK, so a FIFO
+    swapped in between cannot block the open; fstat then refuses it)."""
+    check_regular(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def sha256_file(path, chunk=1 << 20) -> str:
+    """sha256 of a regular file; a FIFO, socket or device is refused (PipelineError), never read."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
 
 
 def sha256_tree(path) -> str:
-    """Content hash of a file, or of a folder (relative paths and contents, in sorted order)."""
+    """Content hash of a file, or of a folder (relative paths and contents, in sorted order). Only regular
+    files and folders are read: a FIFO, socket or device anywhere in the tree is refused (PipelineError)."""
     path = Path(path)
-    if path.is_file():
+    if not path.is_dir():
         return sha256_file(path)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    files = []
+    for p in path.rglob("*"):
+        try:
+            mode = os.stat(p).st_mode
+        except FileNotFoundError:  # a dangling link: nothing to read, as before
+            continue
+        if stat.S_ISREG(mode):
+            files.append(p)
+        elif not stat.S_ISDIR(mode):
+            raise _not_regular(p, mode)
+    for f in sorted(files):
         h.update(str(f.relative_to(path)).encode() + b"\0")
         h.update(sha256_file(f).encode())
     return h.hexdigest()

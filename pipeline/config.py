@@ -11,6 +11,7 @@ the training preset that `train.preset` selects. `to_dict()` is what config.reso
 import argparse
 import dataclasses
 import difflib
+import math
 import re
 import tomllib
 import types
@@ -23,6 +24,8 @@ from pipeline.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "pipeline.toml"
+MAX_IMAGES = 10_000_000  # upper bound of every image-count key: 200 times CIFAR-10's training split
+MAX_THREADS = 1024  # upper bound of every thread-count key
 
 
 def key(default, help, *, choices=None, low=None, high=None, low_open=False, high_open=False):
@@ -72,8 +75,8 @@ class Recipe:
     label_smoothing: float = key(0.1, "label smoothing", low=0, high=1, high_open=True)
     ema: float = key(0.0, "weight EMA momentum per step (0 = off); validation and checkpoints use the average",
                      low=0, high=1, high_open=True)
-    subset: int = key(0, "train on this many images (0 = all)", low=0)
-    val_size: int = key(5000, "images held out of the training split to pick the checkpoint", low=0)
+    subset: int = key(0, "train on this many images (0 = all)", low=0, high=MAX_IMAGES)
+    val_size: int = key(5000, "images held out of the training split to pick the checkpoint", low=0, high=MAX_IMAGES)
 
 
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))
@@ -83,17 +86,17 @@ RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))
 class Train:
     preset: str = key("fast", "the recipe: a key of train.presets")
     out_dir: str = key("runs", "where run folders go")
-    seed: int = key(0, "random seed (data split, init, augmentation)", low=0)
+    seed: int = key(0, "random seed (data split, init, augmentation)", low=0, high=2**32 - 1)  # numpy's seed range
     steps_per_execution: int = key(1, "steps per host round-trip", low=1, high=10000)
     mixed_precision: str = key("auto", "auto: mixed_bfloat16 where the CPU or accelerator computes bf16 natively",
                                choices=("auto", "float32", "mixed_bfloat16"))
     data_parallel: bool = key(False, "split each batch over all local devices")
     fused_batchnorm: bool = key(True, "TensorFlow: train batch norm through the fused (oneDNN) kernel, 1.6x the "
                                       "images/s of Keras' separate ops on this CPU (BENCHMARKS.md)")
-    intra_op_threads: int = key(0, "TensorFlow threads inside one op (0 = all cores)", low=0, high=1024)
+    intra_op_threads: int = key(0, "TensorFlow threads inside one op (0 = all cores)", low=0, high=MAX_THREADS)
     inter_op_threads: int = key(1, "TensorFlow ops run side by side (0 = TensorFlow's choice); on 2 cores 1 and "
                                    "TensorFlow's choice ran within 7% of each other, either way (BENCHMARKS.md)",
-                                low=0, high=1024)
+                                low=0, high=MAX_THREADS)
     time_budget: str = key("", "wall-clock budget like 90m or 2h: size the epochs to it ('' = off)")
     presets: dict = key({}, "named recipes (see Recipe)")
 
@@ -106,7 +109,7 @@ class Export:
                         "artifact kinds to write (rows of pipeline.artifacts.ARTIFACTS)", choices=tuple(ARTIFACTS))
     qat_minutes: float = key(15.0, "wall-clock budget of the QAT fine-tune loop; the lr schedule is sized to it",
                              low=0, low_open=True, high=1440)
-    qat_images: int = key(0, "training images the QAT fine-tune draws from (0 = all)", low=0)
+    qat_images: int = key(0, "training images the QAT fine-tune draws from (0 = all)", low=0, high=MAX_IMAGES)
     qat_data: str = key("train", "QAT fine-tune images: train (data.source) or calibration",
                         choices=("train", "calibration"))
     qat_lr: float = key(1e-4, "start lr of the QAT fine-tune's cosine decay to 1% of it (recipe optimizer, "
@@ -115,7 +118,8 @@ class Export:
     onnx_opset: int = key(17, "ONNX opset", low=13, high=21)
     parity_images: int = key(1000, "calibration images each artifact is checked on against the Keras model",
                              low=1, high=100000)
-    calibration_images: int = key(1000, "int8 calibration images from data.calibration (0 = all)", low=0)
+    calibration_images: int = key(1000, "int8 calibration images from data.calibration (0 = all)", low=0,
+                                  high=MAX_IMAGES)
     # onnxruntime static int8 (benchmarks/onnx_int8.py measures every option): uint8 activations x int8
     # weights in QDQ is the layout whose every Conv/Add/Mul onnxruntime fuses into QLinear* kernels on x86.
     onnx_int8_format: str = key("qdq", "ONNX int8 graph: qdq (Q/DQ pairs) or qoperator (QLinear* ops)",
@@ -142,14 +146,16 @@ class Export:
 class Evaluate:
     manifest: str = key("artifacts/manifest.json", "the manifest export wrote")
     report_dir: str = key("reports", "where evaluation.{json,md} and charts go")
-    warmup_runs: int = key(10, "untimed batch-1 runs before latency is timed", low=0)
+    warmup_runs: int = key(10, "untimed batch-1 runs before latency is timed", low=0, high=100000)
     latency_runs: int = key(100, "timed batch-1 runs per thread count", low=1, high=1000000)
     threads: list = key([1, 0], "thread counts latency is measured at (0 = all cores)")
     throughput_batch: int = key(64, "batch size of the throughput pass", low=1, high=4096)
-    limit: int = key(0, "0 = all 10,000 test images; N = N images spread over the classes", low=0)
-    peak_probe_s: float = key(2.0, "seconds of the fp32 + int8 matmul peak probe per thread count", low=0, low_open=True)
+    limit: int = key(0, "0 = all 10,000 test images; N = N images spread over the classes", low=0, high=MAX_IMAGES)
+    # at most 60 s: each probe's worker is itself given 120 s (evaluate.run.PeakProbe)
+    peak_probe_s: float = key(2.0, "seconds of the fp32 + int8 matmul peak probe per thread count",
+                              low=0, low_open=True, high=60)
     worker_timeout_s: float = key(900.0, "per artifact and thread count; a hung runtime fails that artifact only",
-                                  low=0, low_open=True)
+                                  low=0, low_open=True, high=86400)
     baseline: str = key("", "an earlier evaluation.json to compare with ('' = none); writes diff.md")
     profile: bool = key(False, "also write each artifact's top operators by time, from its runtime's profiler")
     profile_runs: int = key(200, "batch-1 runs the op profile sums over (1 thread)", low=1, high=100000)
@@ -171,9 +177,20 @@ class Gates:
     min_parity_qat: float = key(0.95, "export refuses a QAT artifact below this agreement (its weights move)",
                                 low=0, high=1)
     mobile_checks: list = key(["builtin_ops", "integer_io"],
-                              "mobile readiness every .tflite must pass (pipeline.mobile_checks): builtin_ops (no "
-                              "Flex/custom ops), integer_io (int8 kinds: integer input and output), gpu (LiteRT GPU "
-                              "delegate runs every op)", choices=("builtin_ops", "integer_io", "gpu"))
+                              "mobile readiness every .tflite for servers must pass (pipeline.mobile_checks): "
+                              "builtin_ops (no Flex/custom ops), integer_io (int8 kinds: integer input and output), "
+                              "gpu (the LiteRT GPU delegate's rules: static shapes, supported ops and versions)",
+                              choices=("builtin_ops", "integer_io", "gpu"))
+    mobile_checks_phone: list = key(["builtin_ops", "integer_io", "gpu"],
+                                    "the same for the .tflite kinds a phone gets (the artifact table's mobile column)",
+                                    choices=("builtin_ops", "integer_io", "gpu"))
+    ort_mobile_float: list = key(["nnapi", "coreml_mlprogram"],
+                                 "float ONNX kinds a phone gets: execution providers that must take every node "
+                                 "(pipeline.ort_mobile)", choices=("nnapi", "coreml_neuralnetwork", "coreml_mlprogram"))
+    ort_mobile_int8: list = key(["nnapi"],
+                                "int8 ONNX kinds a phone gets: the same; Core ML has no QuantizeLinear / "
+                                "DequantizeLinear, so a QDQ model runs on it in 33 pieces (22% of the nodes)",
+                                choices=("nnapi", "coreml_neuralnetwork", "coreml_mlprogram"))
     max_regression_pp: float = key(0.3, "--baseline: allowed accuracy loss per artifact vs the baseline (pp)",
                                    low=0, high=100)
 
@@ -238,7 +255,12 @@ def _check_value(where, dotted, f, value):
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("expected a number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond any float (a JSON config can hold one)
+            raise bad("out of range") from None
+        if not math.isfinite(value):  # nan compares false with every bound; inf would switch a timeout off
+            raise bad("must be a finite number (not nan or inf)")
     elif kind is str:
         if not isinstance(value, str):
             raise bad("expected a string")
@@ -287,14 +309,16 @@ def _check_whole(cfg, where):
                             f"known: {', '.join(cfg.train.presets) or 'none'}")
     for name, r in cfg.train.presets.items():
         for i, step in enumerate(r.steps):
-            if not (isinstance(step, tuple) and len(step) == 2 and all(isinstance(v, (int, float)) for v in step)
+            if not (isinstance(step, tuple) and len(step) == 2
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in step)
                     and step[0] >= 0 and step[1] > 0):
                 raise PipelineError(f"{where}: config key 'train.presets.{name}.steps' item {i}: "
                                     f"expected [epoch >= 0, lr > 0], got {_thaw(step)!r}")
-    bad_threads = [t for t in cfg.evaluate.threads if isinstance(t, bool) or not isinstance(t, int) or t < 0]
+    bad_threads = [t for t in cfg.evaluate.threads
+                   if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_THREADS]
     if bad_threads or not cfg.evaluate.threads:
         raise PipelineError(f"{where}: config key 'evaluate.threads' = {_thaw(cfg.evaluate.threads)!r}: "
-                            "expected a non-empty list of whole numbers >= 0")
+                            f"expected a non-empty list of whole numbers 0..{MAX_THREADS}")
     if cfg.train.time_budget:
         parse_duration(cfg.train.time_budget, "train.time_budget")
     if not cfg.export.formats:
@@ -317,7 +341,7 @@ def parse_duration(text, name):
 def read_toml(path):
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with atomic.open_regular(path) as f:  # a FIFO would block forever: refused unread
             return tomllib.load(f)
     except FileNotFoundError:
         raise PipelineError(f"{path}: config file not found") from None
@@ -331,7 +355,8 @@ def read_json(path):
     """A JSON file's content, or a PipelineError naming the file."""
     import json
     try:
-        return json.loads(Path(path).read_text())
+        with atomic.open_regular(path) as f:  # a FIFO would block forever: refused unread
+            return json.loads(f.read().decode())
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -17,6 +17,8 @@ The result is raw RGB 0..255, NHWC: what every artifact takes, with no other pre
 examples/onnxruntime_cpu.py and examples/litert_mobile.py carry a copy of these steps so
 they need nothing from this package; tests/test_deploy.py checks the copies agree.
 """
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +58,29 @@ def to_model_input(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+def _decode(f):
+    with Image.open(f, formats=FORMATS) as im:
+        if im.size[0] * im.size[1] > MAX_PIXELS:  # known from the header, before any decoding
+            raise ImageError(f"{im.size[0]}x{im.size[1]} pixels, over the {MAX_PIXELS:,}-pixel cap")
+        im.load()  # decode now, so a truncated file fails here
+        return to_model_input(im)
+
+
 def load(path) -> np.ndarray:
-    """(32, 32, 3) uint8 from a PNG or JPEG file; raises ImageError (message without the path)."""
+    """(32, 32, 3) uint8 from a PNG or JPEG file; raises ImageError (message without the path).
+    Only a regular file is opened: a FIFO (or socket, device) in its place would block forever."""
     try:
-        with Image.open(path, formats=FORMATS) as im:
-            if im.size[0] * im.size[1] > MAX_PIXELS:  # known from the header, before any decoding
-                raise ImageError(f"{im.size[0]}x{im.size[1]} pixels, over the {MAX_PIXELS:,}-pixel cap")
-            im.load()  # decode now, so a truncated file fails here
-            return to_model_input(im)
+        # O_NONBLOCK: opening a FIFO does not wait for a writer; fstat then refuses it before any read
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(path)
+            if not stat.S_ISREG(mode):
+                raise ImageError("not a regular file (a FIFO, socket or device); refused, it was not read")
+            return _decode(f)
+    except ImageError:  # ours, already saying why (a ValueError: not to be wrapped as "cannot decode")
+        raise
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except IsADirectoryError:

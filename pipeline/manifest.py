@@ -29,16 +29,15 @@ REQUIRED_ENTRY = ("name", "format", "precision", "kind", "path", "bytes", "sha25
 
 def file_facts(path):
     """bytes and sha256 of an artifact file or folder."""
-    path = Path(path)
-    size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return {"bytes": size, "sha256": atomic.sha256_tree(path)}
+    return {"bytes": tree_size(path), "sha256": atomic.sha256_tree(path)}
 
 
 def read(manifest_path):
     """The manifest as a dict, checked for shape; raises PipelineError naming the file and entry."""
     manifest_path = Path(manifest_path)
     try:
-        data = json.loads(manifest_path.read_text())
+        with atomic.open_regular(manifest_path) as f:  # a FIFO would block forever: refused unread
+            data = json.loads(f.read().decode())
     except FileNotFoundError:
         raise PipelineError(f"{manifest_path}: manifest not found (run `make export` first)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -64,6 +63,10 @@ def read(manifest_path):
                                 f"(format {entry['format']!r}, precision {entry['precision']!r})")
         if entry["name"] in names:
             raise PipelineError(f"{manifest_path}: artifact {entry['name']!r} is listed twice")
+        size = entry["bytes"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise PipelineError(f"{manifest_path}: artifact {entry['name']!r}: \"bytes\" must be a whole number "
+                                f">= 0, got {size!r}")
         names.add(entry["name"])
         inside(manifest_path, entry["path"], f"artifact {entry['name']!r}")
     labels = data["labels"]
@@ -99,7 +102,10 @@ def _verified(manifest_path, rel, expected_sha, what):
     path = inside(manifest_path, rel, what)
     if not path.exists():
         raise PipelineError(f"{manifest_path}: {what}: file {rel} is missing")
-    digest = atomic.sha256_tree(path)
+    try:  # only regular files and folders of them are read: a FIFO would hash as empty, then block a runtime
+        digest = atomic.sha256_tree(path)
+    except PipelineError as exc:
+        raise PipelineError(f"{manifest_path}: {what}: {exc}") from None
     if digest != expected_sha:
         raise PipelineError(f"{manifest_path}: {what}: {rel} sha256 {digest[:12]}... does not match "
                             f"the manifest's {str(expected_sha)[:12]}...")
@@ -107,15 +113,34 @@ def _verified(manifest_path, rel, expected_sha, what):
 
 
 def verify(manifest_path, entry):
-    """The artifact's path, once it is inside the folder and matches its recorded sha256."""
-    return _verified(manifest_path, entry["path"], entry["sha256"], f"artifact {entry['name']!r}")
+    """The artifact's path, once it is inside the folder and matches its recorded sha256 and size."""
+    what = f"artifact {entry['name']!r}"
+    path = _verified(manifest_path, entry["path"], entry["sha256"], what)
+    size = tree_size(path)
+    if size != entry["bytes"]:
+        raise PipelineError(f"{manifest_path}: {what}: {entry['path']} is {size} bytes, the manifest's \"bytes\" "
+                            f"says {entry['bytes']!r}")
+    return path
+
+
+def tree_size(path):
+    """The bytes `file_facts` records: a file's size, or the sum over a folder's regular files."""
+    path = Path(path)
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def read_labels(manifest_path, manifest):
     """Class names from the labels file the manifest names, verified, one per line in output order."""
     labels = manifest["labels"]
     path = _verified(manifest_path, labels["path"], labels["sha256"], "labels")
-    names = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    try:
+        with atomic.open_regular(path) as f:  # a folder hashed to the recorded sha256 is still no labels file
+            text = f.read().decode(errors="replace")
+    except PipelineError as exc:
+        raise PipelineError(f"{manifest_path}: labels: {exc}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if names != list(manifest["classes"]):
         raise PipelineError(f"{manifest_path}: labels: {labels['path']} does not list the manifest's classes in order")
     return names

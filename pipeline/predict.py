@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config, images, manifest, runtimes
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 
 HELP = "classify PNG/JPEG images (files or folders) with an exported artifact"
 DEFAULT_ARTIFACT = "tflite_int8"
 BATCH = 256
+MAX_THREADS = 1024  # as config's train.intra_op_threads
 
 
 def add_arguments(parser):
@@ -33,7 +34,8 @@ def add_arguments(parser):
                         help="manifest.json (default: config evaluate.manifest, artifacts/manifest.json)")
     parser.add_argument("--top-k", type=int, default=3, help="how many classes to list (default: 3)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per image")
-    parser.add_argument("--threads", type=int, default=0, help="runtime threads; 0 = the runtime's default")
+    parser.add_argument("--threads", type=int, default=0,
+                        help=f"runtime threads, 0..{MAX_THREADS}; 0 = the runtime's default")
     parser.add_argument("--serving-request", action="store_true",
                         help="print the TF Serving REST request body for the images instead (no model is run)")
     config.add_config_args(parser)
@@ -58,8 +60,10 @@ def top_k(probabilities, labels, k):
     return [{"label": labels[i], "probability": round(float(probabilities[i]), 6)} for i in order]
 
 
-def classify(inputs, classifier, labels, k=3, progress=None):
-    """One result per image, in input order: {file, label, probability, top_k} or {file, error}."""
+def classify(inputs, classifier, labels, k=3, progress=None, name="the model"):
+    """One result per image, in input order: {file, label, probability, top_k} or {file, error}.
+    Probabilities that are not finite (NaN, infinity) are refused: a PipelineError naming the model
+    (`name`) and the first image, before anything is returned."""
     results, arrays, where = [], [], []
     for path, problem in images.expand(inputs):
         if problem is None:
@@ -73,6 +77,11 @@ def classify(inputs, classifier, labels, k=3, progress=None):
         probs = classifier(np.stack(arrays[start:start + BATCH]))
         if probs.shape[-1] != len(labels):
             raise PipelineError(f"the model outputs {probs.shape[-1]} classes but there are {len(labels)} labels")
+        finite = np.isfinite(probs).all(axis=-1)
+        if not finite.all():
+            first = where[start + int(np.argmin(finite))]
+            raise PipelineError(f"{name}: the model returned non-finite probabilities (NaN or infinity) for "
+                                f"{results[first]['file']}; refused, no result was printed")
         for i, p in zip(where[start:start + BATCH], probs):
             ranked = top_k(p, labels, max(k, 1))
             results[i].update(label=ranked[0]["label"], probability=ranked[0]["probability"], top_k=ranked[:k])
@@ -101,15 +110,17 @@ def _print_serving_request(inputs):
                 raise images.ImageError(problem)
             arrays.append(images.load(path))
         except images.ImageError as exc:
-            print(f"error: {path}: {exc}", file=sys.stderr)
+            print(printable(f"error: {path}: {exc}"), file=sys.stderr)
             failed = True
-    print(json.dumps(serving_request(arrays)))
+    print(json.dumps(serving_request(arrays), allow_nan=False))
     return 1 if failed else 0
 
 
 def run(args):
     if args.top_k < 1:
         raise PipelineError(f"--top-k {args.top_k}: must be at least 1")
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise PipelineError(f"--threads {args.threads}: must be 0 (the runtime's default) to {MAX_THREADS}")
     if args.serving_request:
         return _print_serving_request(args.inputs)
     cfg = config.from_args(args)
@@ -123,14 +134,14 @@ def run(args):
         if total > 10 * BATCH:
             print(f"classified {done}/{total}", file=sys.stderr, flush=True)
 
-    results = classify(args.inputs, classifier, labels, args.top_k, progress)
+    results = classify(args.inputs, classifier, labels, args.top_k, progress, name=entry["name"])
     for r in results:
         if "error" in r:
-            print(f"error: {r['file']}: {r['error']}", file=sys.stderr)
+            print(printable(f"error: {r['file']}: {r['error']}"), file=sys.stderr)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2, allow_nan=False))
     else:
         for r in results:
             if "error" not in r:
-                print(format_line(r))
+                print(printable(format_line(r)))  # a file name's control characters escaped, as in error lines
     return 1 if any("error" in r for r in results) else 0

@@ -60,6 +60,18 @@ def _virtual_cpus():
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
 
 
+def check_run_name(name):
+    """--run-name is one plain folder name inside --out-dir: no separator, no '.' or '..', nothing absolute,
+    no control character (`../../x` or `/tmp/x` would put the run outside --out-dir)."""
+    if name is None:
+        return
+    plain = name not in ("", ".", "..") and not any(sep in name for sep in ("/", "\\", os.sep, os.altsep) if sep) \
+        and not any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in name) and Path(name).name == name
+    if not plain:
+        raise PipelineError(f"--run-name {name!r}: must be one plain folder name, not '.' or '..' and without '/', "
+                            "'\\' or control characters: the run folder goes inside --out-dir (nothing was written)")
+
+
 def _refuse_recipe_flags(parser, args):
     """--resume continues the run as it was planned: a flag that would change it is an error."""
     flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
@@ -79,12 +91,14 @@ def main(argv=None):
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     stop_after_s = config_mod.parse_duration(args.stop_after, "--stop-after") if args.stop_after else None
+    check_run_name(args.run_name)  # before anything is read or written
 
     if args.resume:
         _refuse_recipe_flags(parser, args)
         run_dir = Path(args.resume)
-        from train.loop import read_marker
+        from train.loop import check_resumable, read_marker
         read_marker(run_dir)  # before anything is read from or written to the folder
+        check_resumable(run_dir)
         cfg = config_mod.from_dict(config_mod.read_json(run_dir / "config.resolved.json"),
                                    where=str(run_dir / "config.resolved.json"))
     else:
@@ -103,7 +117,8 @@ def main(argv=None):
     if not args.resume:
         name = args.run_name or f"{cfg.train.preset}-{cfg.model.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = config_mod.project_path(cfg.train.out_dir) / name
-        if run_dir.exists() and any(run_dir.iterdir()):
+        from train.run_lock import LOCK_FILE  # a lock file alone is what a run killed while starting leaves
+        if run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
             raise PipelineError(f"{run_dir}: folder exists and is not empty; use --resume {run_dir} "
                                 "(if it is a run) or another --run-name")
     from train.loop import train

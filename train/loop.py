@@ -227,6 +227,12 @@ def read_marker(run_dir):
     return marker
 
 
+def check_resumable(run_dir):
+    """A finished run has nothing to resume: resuming it would train again from epoch 1 over its history."""
+    if (Path(run_dir) / "metrics.json").exists():
+        raise PipelineError(f"{run_dir}: the run is finished (metrics.json); nothing to resume")
+
+
 def _trim_history(run_dir, epochs_done):
     """Keep the history rows of the epochs the backup holds: a kill between the history row and
     the backup would otherwise leave a row for an epoch that is about to run again."""
