@@ -5,6 +5,7 @@ with a named, dynamic-batch input signature; its variables are frozen into the g
 so the model has exactly one input and no constant leaks in as an extra input.
 """
 import re
+from pathlib import Path
 
 from export.savedmodel import image_spec
 from pipeline.errors import PipelineError
@@ -81,20 +82,31 @@ def build_int8(exporter, row, path):
 
 def build_static(exporter, row, path):
     """The `needs` ONNX file with its batch fixed to row.batch (a phone's NNAPI / Core ML execution providers
-    take no dynamic shape): onnxruntime's own make_dim_param_fixed + fix_output_shapes, then every
-    intermediate shape inferred again, so no dimension is left open anywhere in the graph."""
+    take no dynamic shape), with onnxruntime's own tools: make_dim_param_fixed + fix_output_shapes, then its
+    BASIC-level optimizer (constant folding, as the mobile usability checker runs it first) folds whatever
+    tf2onnx left computing Flatten's target at run time (Shape / Gather / Concat) into a constant, and every
+    shape is inferred again: no open dimension and no runtime-shape op is left."""
+    import tempfile
+
     import onnx
-    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
+    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed, optimize_model
     proto = onnx.load(str(exporter.path_of(row.needs)))
     make_dim_param_fixed(proto.graph, "batch", row.batch)
     fix_output_shapes(proto)
+    with tempfile.TemporaryDirectory(prefix="static_onnx_", dir=path.parent) as tmp:
+        fixed, folded = Path(tmp) / "fixed.onnx", Path(tmp) / "folded.onnx"
+        onnx.save(proto, str(fixed))
+        optimize_model(fixed, folded)
+        proto = onnx.load(str(folded))
     del proto.graph.value_info[:]
     proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     open_dims = [v.name for v in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output)
                  if any(not d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)]
-    if open_dims:
-        raise PipelineError(f"{row.name}: tensors with an open dimension after fixing the batch: {open_dims[:3]}")
+    runtime_shape = sorted({n.op_type for n in proto.graph.node if n.op_type in ("Shape", "Size")})
+    if open_dims or runtime_shape:
+        raise PipelineError(f"{row.name}: after fixing the batch, tensors with an open dimension "
+                            f"{open_dims[:3]} or runtime-shape ops {runtime_shape} remain")
     check_single_io(proto, path)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-    return {"batch": row.batch, "fixed_from": row.needs}
+    return {"batch": row.batch, "fixed_from": row.needs, "optimizer": "onnxruntime ORT_ENABLE_BASIC"}

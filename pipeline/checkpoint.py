@@ -1,13 +1,15 @@
 """Load a Keras checkpoint safely and as float32, whatever policy it was trained under.
 
-Nothing the file declares is built or run. Its architecture is read from the model config stored in
-the file (the .h5 `model_config` attribute, the .keras archive's config.json, read with a byte cap)
-and must be a known preset layer for layer (class, filters, units, kernel sizes, strides, pooling,
-activations, the preprocessing constants), and the preset a `config.resolved.json` beside the
-checkpoint declares (every run folder and models/*/ have one) when there is one; a file without it
-is matched against every preset. Only then is the preset built here, in float32, and the file's
-weights are loaded into it: a Lambda or custom layer, a Dense(100000) or a rewired graph is refused
-before anything is allocated, and a model trained under mixed_bfloat16 comes out float32.
+Nothing the file declares is built before its architecture is checked, and no code from it ever runs.
+The architecture is read from the model config stored in the file (the .h5 `model_config` attribute,
+the .keras archive's config.json, read with a byte cap) and must be a known preset layer for layer
+(class, filters, units, kernel sizes, strides, pooling, activations, preprocessing constants, which
+layers feed which): the preset that a `config.resolved.json` beside the checkpoint declares when the
+folder is a training run (run.json beside it: run folders, models/*/), else any preset. So a Lambda or
+custom layer, a Dense(100000) or a rewired graph is refused before anything is allocated. Then the
+model is built from that config (it keeps the file's layer names, which per-layer error reports use)
+with every dtype policy float32, and the file's weights are loaded into it: a model trained under
+mixed_bfloat16 comes out float32, and NaN or infinite weights are refused.
 """
 import functools
 import json
@@ -20,11 +22,24 @@ from pipeline.errors import PipelineError, first_line
 from pipeline.model import INPUT_SHAPE, PRESETS, build_preset
 
 RESOLVED = "config.resolved.json"
+RUN_MARKER = "run.json"  # train's run marker (train.run_folder): the folder is a training run
 CONFIG_CAP = 4 << 20  # bytes: the seed model's config is ~60 KB
 LAYER_KEYS = ("filters", "kernel_size", "strides", "padding", "use_bias", "units", "activation", "pool_size",
               "scale", "offset", "axis", "center", "scale_bn")
 LAYER_CLASSES = ("InputLayer", "Rescaling", "Conv2D", "BatchNormalization", "Activation", "Add",
                  "AveragePooling2D", "Flatten", "Dense")
+
+
+def _float32_config(obj):
+    """A copy of a Keras config with every dtype policy ("mixed_bfloat16", ...) set to float32."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+            return "float32"
+        return {k: "float32" if k == "dtype" and isinstance(v, str) and "float16" in v
+                else _float32_config(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    return obj
 
 
 def _sources(node, index):
@@ -83,9 +98,11 @@ def _read_config(path):
 
 
 def declared_preset(path):
-    """The model preset the config.resolved.json beside `path` declares, or None if there is none."""
+    """The model preset the training config beside `path` declares, or None if there is none. Only a
+    folder `python -m train` wrote (its run.json beside config.resolved.json: run folders, models/*/)
+    declares one; an export's config.resolved.json describes the export, not the checkpoint."""
     resolved = Path(path).parent / RESOLVED
-    if not resolved.is_file():
+    if not resolved.is_file() or not (Path(path).parent / RUN_MARKER).is_file():
         return None
     from pipeline.config import read_json
     raw = read_json(resolved)
@@ -144,13 +161,15 @@ def load(path):
         raise PipelineError(f"{path}: not an HDF5 file")
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         raise PipelineError(f"{path}: cannot load as a Keras model (not a .keras zip archive)")
-    preset = _check_architecture(path, _read_config(path))
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")  # the checkpoint as float32, whatever the caller trains in
+    config = _read_config(path)
+    preset = _check_architecture(path, config)
     try:
-        model = build_preset(preset)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
+        # The file's own config, now known to be the preset layer for layer (so nothing unknown is built),
+        # with every dtype policy float32; built from it, the model keeps the file's layer names, which
+        # export's per-layer error and the report key to.
+        model = keras.Model.from_config(_float32_config(config["config"]))
+    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a config it cannot build
+        raise PipelineError(f"{path}: cannot build its {preset!r} architecture ({first_line(exc)})") from None
     try:
         model.load_weights(path)
     except Exception as exc:  # Keras raises many kinds for bad files; the first line says why

@@ -50,14 +50,14 @@ PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 # (domain, op_type), "" = the default ai.onnx domain.
 # onnx_fp32: Conv/Add/Relu/AveragePool/Transpose/Reshape/MatMul/Mul/Softmax; when tf2onnx leaves
 # Flatten's reshape target unfolded (pipeline/artifacts.py, seen with its optimizers off) the
-# target is computed with Shape/Slice/Squeeze/Unsqueeze/Concat/Cast/Identity.
+# target is computed with Shape/Slice/Gather/Squeeze/Unsqueeze/Concat/Cast/Identity.
 # onnx_int8 QDQ adds QuantizeLinear/DequantizeLinear/Gemm; QOperator adds QLinearConv and the
 # com.microsoft quantized kernels.
 ONNX_OPS = frozenset({("", op) for op in (
     "Add", "AveragePool", "Conv", "MatMul", "Mul", "Relu", "Reshape", "Softmax", "Transpose",
     "Cast", "Concat", "Identity", "Shape", "Slice", "Squeeze", "Unsqueeze",
     "QuantizeLinear", "DequantizeLinear", "Gemm", "QLinearConv",
-    "GlobalAveragePool", "ReduceMean", "Flatten")}  # pooling and flattening: pure math a classifier may use
+    "GlobalAveragePool", "ReduceMean", "Flatten", "Gather")}  # pooling and flattening: pure math a classifier may use
     | {("com.microsoft", op) for op in ("QGemm", "QLinearAdd", "QLinearAveragePool", "QLinearMul",
                                         "QLinearGlobalAveragePool")})
 

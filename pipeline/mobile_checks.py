@@ -253,12 +253,6 @@ def check(path, full_integer=False) -> dict:
             "gpu_runtime": gpu_runtime(path)}
 
 
-def gpu_check_effective() -> bool:
-    """Always True: the GPU rules check runs on every build (kept for callers written when the
-    verdict came from TF's analyzer, which the pinned build skipped)."""
-    return True
-
-
 def _of_subgraph(entry):
     return f" of subgraph {entry['subgraph']}" if entry.get("subgraph") else ""
 

@@ -157,6 +157,9 @@ def test_the_preset_a_resolved_config_declares_is_the_one_loaded(tmp_path):
 
     from pipeline.model import build_preset
     path = _save(build_preset("resnet20v1"), tmp_path / "model.h5")
+    (tmp_path / "config.resolved.json").write_text(json.dumps({"model": {"preset": "seed"}}))
+    assert checkpoint.load(path)[1] == "resnet20v1"  # no run.json: an export's config, not the checkpoint's
+    (tmp_path / "run.json").write_text("{}")
     (tmp_path / "config.resolved.json").write_text(json.dumps({"model": {"preset": "resnet20v1"}}))
     assert checkpoint.load(path)[1] == "resnet20v1"
     (tmp_path / "config.resolved.json").write_text(json.dumps({"model": {"preset": "seed"}}))

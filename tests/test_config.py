@@ -111,7 +111,7 @@ def test_bad_config_files(tmp_path):
     binary = tmp_path / "binary.toml"
     binary.write_bytes(b"\xff\xfe\x00garbage")
     cases = [(bad, "invalid TOML"), (binary, "invalid TOML"),
-             (tmp_path / "missing.toml", "not found"), (tmp_path, "cannot read")]
+             (tmp_path / "missing.toml", "not found"), (tmp_path, "is a folder, not a regular file")]
     for path, words in cases:
         with pytest.raises(PipelineError) as e:
             config.load(path)

@@ -7,7 +7,6 @@ import pickle
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -567,14 +566,19 @@ def test_real_shared_archive(monkeypatch, cfg):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
+    read = []
+    real_read = data._read_cache
+
+    def reading(cache, splits):
+        read.append(Path(cache))
+        return real_read(cache, splits)
+
     with monkeypatch.context() as m:
         m.setattr(data, "iter_members", no_decoding)
-        seconds = []
-        for _ in range(3):  # best of 3: the 2-core machine is shared, one load can be descheduled
-            t0 = time.perf_counter()
-            again = load_cifar10(SHARED, progress=False)
-            seconds.append(time.perf_counter() - t0)
-    assert min(seconds) < 1.0, f"loads from the cache took {seconds} s"
+        m.setattr(data, "_read_cache", reading)
+        again = load_cifar10(SHARED, progress=False)
+    # read from the cache file, not decoded again (its speed is not asserted: timings flake on a shared machine)
+    assert len(read) == 1 and read[0].suffix == ".npz" and read[0].parent == data.default_cache_dir(), read
     for split, n in (("train", 5000), ("test", 1000)):
         assert full[split].images.shape == (10 * n, 32, 32, 3)
         assert full[split].images.dtype == np.uint8

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline import atomic, images, manifest
+from pipeline.artifacts import ARTIFACTS
 from pipeline.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,18 +54,16 @@ def load_example(name):
 
 # ---------------------------------------------------------------- fixtures
 
+BUNDLED = {row.mobile: row for row in ARTIFACTS.values() if row.mobile}  # the mobile bundle's models, by key
+DEPLOYED = ["saved_model", "onnx_fp32", "onnx_int8", "tflite_fp16", "tflite_int8", *(r.name for r in BUNDLED.values())]
+
+
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, small_checkpoint):
-    """The small checkpoint through export_all: the artifacts deployment uses, with a real manifest."""
-    from export.run import export_all
-    from pipeline import config
-    out = tmp_path_factory.mktemp("exp") / "artifacts"
-    export_all(config.load(None, [
-        ("export.checkpoint", str(small_checkpoint)), ("export.out_dir", str(out)),
-        ("export.formats", ["saved_model", "onnx_fp32", "onnx_int8", "tflite_fp16", "tflite_int8"]),
-        ("export.parity_images", 64), ("export.calibration_images", 200), ("gates.min_parity_int8", 0.5),
-        ("gates.min_parity_float", 0.99)]), progress=False)
-    return out / "manifest.json"
+def exported(tmp_path_factory, shared_export):
+    """The small checkpoint through export: the artifacts deployment uses (DEPLOYED), with a real manifest,
+    taken from the session's shared CLI export (tests/conftest.py). Its manifest path."""
+    from conftest import export_subset
+    return export_subset(shared_export[0], tmp_path_factory.mktemp("exp") / "artifacts", DEPLOYED) / "manifest.json"
 
 
 @pytest.fixture(scope="module")
@@ -272,34 +271,38 @@ def bundle(exported, tmp_path_factory):
 
 
 def test_mobile_bundle_contents(bundle, exported):
-    assert sorted(p.name for p in bundle.iterdir()) == ["labels.txt", "model_fp16.tflite", "model_int8.tflite",
-                                                        "model_spec.json"]
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(["labels.txt", "model_spec.json",
+                                                               *(r.file for r in BUNDLED.values())])
     spec = json.loads((bundle / "model_spec.json").read_text())
     assert spec["preprocessing"] == "raw RGB 0..255, NHWC, no other preprocessing"
     data = manifest.read(exported)
     assert (bundle / "labels.txt").read_text().split() == data["classes"]
     int8, fp16 = spec["models"]["int8"], spec["models"]["fp16"]
-    entry = manifest.find(data, "tflite_int8")
-    assert int8["sha256"] == entry["sha256"] == atomic.sha256_file(bundle / "model_int8.tflite")
+    entry = manifest.find(data, BUNDLED["int8"].name)
+    assert int8["sha256"] == entry["sha256"] == atomic.sha256_file(bundle / BUNDLED["int8"].file)
     assert int8["input"]["dtype"] == "uint8" and int8["output"]["dtype"] == "uint8"
     assert int8["input"]["shape"] == [1, 32, 32, 3] and int8["output"]["shape"] == [1, 10]
     assert int8["input"]["name"] == entry["input"]["name"]
     assert int8["input"]["quantization"]["scale"] == pytest.approx(entry["input"]["quantization"]["scale"])
     assert int8["output"]["quantization"]["zero_point"] == entry["output"]["quantization"]["zero_point"]
     assert fp16["input"]["dtype"] == "float32" and fp16["input"]["quantization"] is None
+    assert fp16["input"]["shape"] == [1, 32, 32, 3]  # every model a phone gets: batch 1, static
+    for key in ("onnx_fp32", "onnx_int8"):
+        assert spec["models"][key]["input"]["shape"] == [1, 32, 32, 3], key
 
 
 def test_mobile_bundle_is_all_or_nothing(exported, tmp_path):
     from export import mobile
     data = json.loads(exported.read_text())
-    data["artifacts"] = [e for e in data["artifacts"] if e["name"] != "tflite_fp16"]
+    fp16 = BUNDLED["fp16"].name
+    data["artifacts"] = [e for e in data["artifacts"] if e["name"] != fp16]
     partial = exported.parent / "manifest-no-fp16.json"
     partial.write_text(json.dumps(data))
-    with pytest.raises(PipelineError, match="tflite_fp16"):
+    with pytest.raises(PipelineError, match=fp16):
         mobile.build(partial, tmp_path / "mobile")
     assert list(tmp_path.iterdir()) == []
     r = run_py("-m", "export.mobile", "--manifest", partial, "--out", tmp_path / "mobile")
-    assert r.returncode == 1 and "error: unknown artifact 'tflite_fp16'" in r.stderr
+    assert r.returncode == 1 and f"error: unknown artifact '{fp16}'" in r.stderr
 
 
 def test_mobile_example_matches_the_interpreter(bundle, exported, test_split):
@@ -307,7 +310,7 @@ def test_mobile_example_matches_the_interpreter(bundle, exported, test_split):
     mobile = load_example("litert_mobile")
     imgs = test_split.images[::50]  # 200 images across every class
     data = manifest.read(exported)
-    for model, name in (("int8", "tflite_int8"), ("fp16", "tflite_fp16")):
+    for model, name in (("int8", BUNDLED["int8"].name), ("fp16", BUNDLED["fp16"].name)):
         app = mobile.MobileClassifier(bundle, model).classify_images(imgs)
         direct = TFLiteRunner(name, manifest.verify(exported, manifest.find(data, name)), 1).predict(imgs)
         np.testing.assert_array_equal(app.argmax(1), direct.argmax(1), err_msg=model)
@@ -379,11 +382,11 @@ def _set_path(name, path):
 
 
 @pytest.mark.parametrize("how, change, words", [
-    ("parent path", _set_path("tflite_int8", "../outside.tflite"), "leaves the manifest's folder"),
-    ("absolute path", _set_path("tflite_int8", "/etc/passwd"), "leaves the manifest's folder"),
+    ("parent path", _set_path(BUNDLED["int8"].name, "../outside.tflite"), "leaves the manifest's folder"),
+    ("absolute path", _set_path(BUNDLED["int8"].name, "/etc/passwd"), "leaves the manifest's folder"),
     ("labels elsewhere", lambda d, f: d["labels"].update(path="../labels.txt"), "labels: path '../labels.txt'"),
-    ("symlink out", lambda d, f: (f / "model_int8.tflite").unlink() or
-     (f / "model_int8.tflite").symlink_to(f.parent / "outside.tflite"), "is a link to"),
+    ("symlink out", lambda d, f: (f / BUNDLED["int8"].file).unlink() or
+     (f / BUNDLED["int8"].file).symlink_to(f.parent / "outside.tflite"), "is a link to"),
     ("labels swapped", lambda d, f: (f / "labels.txt").write_text("automobile\nairplane\n" + "\n".join(
         ["bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]) + "\n"), "labels: labels.txt sha256"),
     ("labels re-hashed", lambda d, f: ((f / "labels.txt").write_text("\n".join(reversed(d["classes"])) + "\n"),
@@ -392,10 +395,11 @@ def _set_path(name, path):
 ])
 def test_predict_and_mobile_refuse_a_hostile_manifest(exported, image_files, tmp_path, how, change, words):
     import shutil
-    shutil.copy(exported.parent / "model_int8.tflite", tmp_path / "outside.tflite")
+    shutil.copy(exported.parent / BUNDLED["int8"].file, tmp_path / "outside.tflite")
     (tmp_path / "labels.txt").write_text("x\n" * 10)
     hostile = _hostile_copy(exported, tmp_path, change)
-    r = run_py("-m", "pipeline", "predict", "--manifest", hostile, image_files / "png")
+    r = run_py("-m", "pipeline", "predict", "--manifest", hostile, "--artifact", BUNDLED["int8"].name,
+               image_files / "png")
     assert r.returncode == 1 and r.stdout == "", (how, r.stdout)
     assert len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, (how, r.stderr)
     r = run_py("-m", "export.mobile", "--manifest", hostile, "--out", tmp_path / "bundle")

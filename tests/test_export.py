@@ -1,42 +1,48 @@
 """Export stage: every format loads and runs in its runtime, parity, manifest, atomicity, bad inputs, QAT.
 
 One CLI export of the small checkpoint (in a subprocess, as users run it) is shared by
-most tests; a second one checks that re-export writes the same bytes.
+most tests (and by tests/test_deploy.py and tests/test_evaluate.py: tests/conftest.py's
+shared_export); a second one checks that re-export writes the same bytes.
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.artifacts import ARTIFACTS, DEFAULT_FORMATS
+
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ["keras", "saved_model", "onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_fp16",
-       "tflite_dynamic_int8", "tflite_int8"]
-# Fewer calibration and parity images for speed. The small checkpoint is fitted for seconds, so
-# many of its predictions are near-ties that fp16 and int8 flip: its gates are lowered here
-# (real models: 99.9% float, 98% int8); the fp32 artifacts are still held to 100% below.
-GATES = {"export.calibration_images": 300, "export.parity_images": 256, "gates.min_parity_float": 0.99,
-         "gates.min_parity_int8": 0.95, "export.layer_error_images": 0}
-FAST = [a for k, v in GATES.items() for a in ("--set", f"{k}={v}")]
+ALL = list(DEFAULT_FORMATS)  # the artifact table's default kinds
+# Fewer calibration and parity images for speed, gates lowered for the seconds-fitted small checkpoint
+# (tests/conftest.py says why); the fp32 artifacts are still held to 100% below.
+from conftest import EARLY, EXPORT_FAST as FAST, EXPORT_GATES as GATES, copy_export, export_cli  # noqa: E402
 DETERMINISM = ["saved_model", "tflite_fp16", "tflite_int8"]  # re-exported to compare bytes (see export/run.py)
 
 
-def cli(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "export", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+def cli(*args, env=None):
+    return export_cli(*args, env=env)
 
 
 @pytest.fixture(scope="module")
-def exported(small_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("artifacts")
-    proc = cli("--checkpoint", small_checkpoint, "--out-dir", out, *FAST, "--set", "export.layer_error_images=32")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    from pipeline import manifest
-    return out, manifest.read(out / "manifest.json")
+def exported(shared_export):
+    """The session's one CLI export of every default kind (tests/conftest.py: shared_export)."""
+    return shared_export
+
+
+@EARLY.job("keras_export", needed_by="keras_export")
+def _keras_export(tmp_path_factory, small_checkpoint, **_):
+    out = tmp_path_factory.mktemp("keras_export") / "out"
+    return out, cli("--checkpoint", small_checkpoint, "--out-dir", out, "--formats", "keras", "--quiet", *FAST)
+
+
+@pytest.fixture(scope="module")
+def keras_export(small_checkpoint):
+    """A CLI export of the keras kind only: the "previous set" the crash and kill tests start from (copied).
+    Started early (tests/conftest.py: EARLY)."""
+    out, proc = EARLY.result("keras_export", small_checkpoint=small_checkpoint)
+    assert proc.returncode == 0, proc.stderr
+    return out
 
 
 def small_cfg(checkpoint, out_dir, formats, **overrides):
@@ -64,7 +70,8 @@ def test_manifest_names_every_artifact_with_its_facts(exported, small_checkpoint
         row = artifacts.ARTIFACTS[e["name"]]
         assert e["path"] == row.file and e["kind"] == row.kind and e["deterministic"] == row.deterministic
         assert e["bytes"] > 100_000
-        assert e["input"]["shape"] == [None, 32, 32, 3] and e["output"]["shape"] == [None, 10]
+        batch = row.batch or None  # the phone's kinds have batch 1 fixed, the rest a dynamic batch
+        assert e["input"]["shape"] == [batch, 32, 32, 3] and e["output"]["shape"] == [batch, 10], e["name"]
     assert manifest.find(m, "onnx_int8")["settings"]["format"] == "qdq"
     assert (out / "labels.txt").read_text().split() == ["airplane", "automobile", "bird", "cat", "deer",
                                                         "dog", "frog", "horse", "ship", "truck"]
@@ -81,11 +88,19 @@ def test_manifest_carries_mobile_checks_and_per_layer_error(exported):
             ready = e["mobile_ready"]
             assert ready["builtin_ops_only"] and ready["custom_ops"] == [] and ready["ops"]["CONV_2D"] >= 1
             assert ready["integer_io"] is (True if e["precision"] == "int8" else None)
-            assert ready["gpu_compatible"] in (True, False) or ready["gpu_unchecked_why"]
+            # the GPU delegate's rules (pipeline/gpu_rules.py): a static batch-1 model passes; a dynamic batch
+            # fails, among others on the SHAPE op its Flatten computes the batch size with
+            static = None not in e["input"]["shape"]
+            ops = {o["op"] for o in ready["gpu_incompatible_ops"]}
+            assert ready["gpu_compatible"] is static and (not ops if static else "SHAPE" in ops), (e["name"], ready)
         else:
             assert "mobile_ready" not in e
-    from pipeline import checkpoint
-    keras_layers = {layer.name for layer in checkpoint.load(exported[0] / "model_fp32.h5")[0].layers}
+    # the exported model's own layer names, as its file stores them (a model rebuilt in this process would be
+    # named by this process's Keras name counter, which depends on what ran before)
+    import h5py
+    with h5py.File(exported[0] / "model_fp32.h5", "r") as f:
+        stored = json.loads(f.attrs["model_config"])
+    keras_layers = {layer["config"]["name"] for layer in stored["config"]["layers"]}
     for name in ("onnx_int8", "tflite_int8"):
         rows = manifest_find(m, name)["layer_error"]
         layers = {r["layer"] for r in rows} - {None}  # keyed to the layer whose output a fused op computes
@@ -201,7 +216,7 @@ def test_tflite_int8_takes_and_gives_uint8_and_embeds_labels(exported):
     for e in m["artifacts"]:
         if e["format"] == "tflite":
             assert tflite_export.read_labels(out / e["path"]) == list(CLASSES)
-            if e["name"] != "tflite_int8":
+            if not ARTIFACTS[e["name"]].integer_io:
                 assert e["input"]["dtype"] == "float32" and e["input"]["quantization"] is None
 
 
@@ -215,7 +230,9 @@ def test_reexport_writes_the_same_bytes(exported, small_checkpoint, tmp_path):
     for e in m["artifacts"]:
         if e["name"] in again and e["deterministic"]:  # the manifest only promises these
             assert again[e["name"]] == e["sha256"], e["name"]
-    assert [e["name"] for e in m["artifacts"] if not e["deterministic"]] == ["onnx_fp32", "onnx_int8"]
+    assert [e["name"] for e in m["artifacts"] if not e["deterministic"]] == \
+        [name for name in ALL if not ARTIFACTS[name].deterministic] == ["onnx_fp32", "onnx_int8", "onnx_fp32_b1",
+                                                                         "onnx_int8_b1"]
 
 
 # ---------------------------------------------------------------- failures leave nothing behind
@@ -229,12 +246,11 @@ def test_parity_gate_refuses_and_writes_nothing(small_checkpoint, tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a staging folder beside it
 
 
-def test_crash_mid_export_keeps_previous_export_whole(small_checkpoint, tmp_path, monkeypatch):
+def test_crash_mid_export_keeps_previous_export_whole(small_checkpoint, keras_export, tmp_path, monkeypatch):
     from export import tflite_export
     from export.run import export_all
     from pipeline import manifest
-    out = tmp_path / "out"
-    export_all(small_cfg(small_checkpoint, out, ["keras"]), progress=False)
+    out = copy_export(keras_export, tmp_path / "out")  # the previous set: a keras-only export
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
 
     def crash(*a, **k):
@@ -250,20 +266,46 @@ def test_crash_mid_export_keeps_previous_export_whole(small_checkpoint, tmp_path
         manifest.verify(out / "manifest.json", e)
 
 
-@pytest.mark.parametrize("point", ["staging", "built:keras", "built:onnx_fp32", "publish"])
-def test_kill_minus_9_at_any_point_leaves_a_whole_set(small_checkpoint, tmp_path, point):
+KILL_POINTS = ["staging", "built:keras", "built:onnx_fp32", "publish"]
+
+
+def _kill_at(point):
+    """Job: copy the keras-only export to a folder's `out`, then SIGKILL an export of keras,onnx_fp32 into it
+    at `point` (export.run's CIFAR_EDGE_EXPORT_KILL_AT): (the killed CLI process, the folder, the
+    manifest bytes before the kill)."""
+    def job(tmp_path_factory, small_checkpoint, **_):
+        out, proc = EARLY.result("keras_export", small_checkpoint=small_checkpoint)
+        assert proc.returncode == 0, proc.stderr
+        folder = tmp_path_factory.mktemp("kill")
+        copy = copy_export(out, folder / "out")
+        before = (copy / "manifest.json").read_bytes()
+        killed = cli("--checkpoint", small_checkpoint, "--out-dir", copy, "--formats", "keras,onnx_fp32", "--quiet",
+                     *FAST, env={"CIFAR_EDGE_EXPORT_KILL_AT": point})
+        return killed, folder, before
+    return job
+
+
+for _point in KILL_POINTS:  # independent processes: started early, side by side (tests/conftest.py: EARLY)
+    EARLY.job(f"kill:{_point}", needed_by="killed_exports")(_kill_at(_point))
+
+
+@pytest.fixture(scope="module")
+def killed_exports(small_checkpoint, keras_export):
+    """killed_exports(point) -> what the job _kill_at(point) returned."""
+    return lambda point: EARLY.result(f"kill:{point}", small_checkpoint=small_checkpoint)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_minus_9_at_any_point_leaves_a_whole_set(small_checkpoint, killed_exports, capsys, point):
     """SIGKILL inside export at each point: the folder holds the previous set with its manifest,
-    and the next export removes the dead run's staging folder and publishes its own set."""
+    and the next export removes the dead run's staging folder and publishes its own set.
+
+    The previous set is a copy of one keras-only CLI export; the killed export is a CLI process of
+    its own; the next export is `python -m export`'s main in this process (the same code, no restart)."""
+    from export.__main__ import main
     from pipeline import manifest
+    killed, tmp_path, before = killed_exports(point)
     out = tmp_path / "out"
-    first = cli("--checkpoint", small_checkpoint, "--out-dir", out, "--formats", "keras", "--quiet", *FAST)
-    assert first.returncode == 0, first.stderr
-    before = (out / "manifest.json").read_bytes()
-    env_cli = lambda *a, **env: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "export", *map(str, a)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, **env})
-    killed = env_cli("--checkpoint", small_checkpoint, "--out-dir", out, "--formats", "keras,onnx_fp32", "--quiet",
-                     *FAST, CIFAR_EDGE_EXPORT_KILL_AT=point)
     assert killed.returncode == -9, killed.stderr
     assert (out / "manifest.json").read_bytes() == before  # the previous set, whole
     m = manifest.read(out / "manifest.json")
@@ -272,8 +314,11 @@ def test_kill_minus_9_at_any_point_leaves_a_whole_set(small_checkpoint, tmp_path
     for e in m["artifacts"]:
         manifest.verify(out / "manifest.json", e)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.staging-")], "the kill left no staging"
-    again = cli("--checkpoint", small_checkpoint, "--out-dir", out, "--formats", "keras,onnx_fp32", *FAST)
-    assert again.returncode == 0 and "left by an interrupted export" in again.stdout, again.stderr
+    capsys.readouterr()
+    assert main(["--checkpoint", str(small_checkpoint), "--out-dir", str(out), "--formats", "keras,onnx_fp32",
+                 *FAST]) == 0
+    again = capsys.readouterr()
+    assert "left by an interrupted export" in again.out, again.out + again.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert [e["name"] for e in manifest.read(out / "manifest.json")["artifacts"]] == ["keras", "onnx_fp32"]
 
@@ -332,20 +377,18 @@ def test_unknown_format_is_refused(small_checkpoint, tmp_path):
 
 # ---------------------------------------------------------------- QAT on a tiny budget
 
-def test_qat_int8_on_a_tiny_budget(small_checkpoint, tmp_path):
-    """The mechanism only: a second of fine-tuning cannot settle the fake-quant ranges, so no parity gate."""
+def test_qat_int8_on_a_tiny_budget(qat_export):
+    """The mechanism only: seconds of fine-tuning cannot settle the fake-quant ranges, so no parity gate.
+    The session's one QAT export (tests/conftest.py: qat_export; tests/test_qat.py checks its fine-tune)."""
     from export import parity, tflite_export
-    from export.run import export_all
     from pipeline import artifacts
-    m = export_all(small_cfg(small_checkpoint, tmp_path, ["keras", "tflite_qat_int8"], **{
-        "export.qat_minutes": 0.02, "export.qat_data": "calibration", "export.qat_images": 256,
-        "export.calibration_images": 50, "gates.min_parity_qat": 0.0}), progress=False)
+    m, out = qat_export.manifest, qat_export.out
     entry = m["artifacts"][-1]
     assert [e["name"] for e in m["artifacts"]] == ["keras", "tflite_qat_int8"]
     assert entry["precision"] == "qat_int8" and entry["deterministic"] is False
     assert entry["input"]["dtype"] == "uint8" and entry["output"]["dtype"] == "uint8"
     assert entry["parity"]["images"] == 256 and entry["parity"]["top1_agreement"] > 0.2  # not random
-    assert tflite_export.read_labels(tmp_path / entry["path"])[0] == "airplane"
-    probs = parity.run(artifacts.ARTIFACTS["tflite_qat_int8"], tmp_path / entry["path"],
+    assert tflite_export.read_labels(out / entry["path"])[0] == "airplane"
+    probs = parity.run(artifacts.ARTIFACTS["tflite_qat_int8"], out / entry["path"],
                        np.zeros((2, 32, 32, 3), np.uint8))
     assert probs.shape == (2, 10) and abs(probs.sum(1) - 1).max() < 0.05

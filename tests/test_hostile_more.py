@@ -415,7 +415,7 @@ def test_run_lock_fresh_run_and_folder_made_for_it(tmp_path):
 
 def test_a_second_resume_of_a_run_is_refused_in_one_line(tmp_path):
     """`python -m train --resume RUN` while another process trains in RUN (here: this test holds its lock)."""
-    from train.loop import RUN_KIND
+    from train.run_folder import RUN_KIND
     from train.run_lock import run_lock
     run = tmp_path / "run"
     run.mkdir()

@@ -46,26 +46,13 @@ def _tiny_model(sabotage):
 
 
 def _quantize(fp32, path, activations, fmt="qdq"):
-    """Static QDQ as export.onnx_export.write_int8 does it (per-channel int8 weights, MinMax), called
-    here directly so the test does not follow that function's changing signature."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._batches = iter([_images()])
-
-        def get_next(self):
-            batch = next(self._batches, None)
-            return None if batch is None else {"image": batch}
-
-    prepared = path.with_name(path.stem + ".prep.onnx")
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(path), Reader(), per_channel=True,
-                    quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[fmt],
-                    activation_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[activations],
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    """Static int8 by the product's own quantizer (the one export's onnx_int8 builder and evaluate's
+    calibration sweep call): per-channel int8 weights, MinMax ranges, `activations` in `fmt`."""
+    from pipeline.onnx_quantize import write_int8
+    settings = {"format": fmt, "activations": activations, "weights": "int8", "per_channel": True,
+                "reduce_range": False, "calibration": "minmax"}
+    recorded = write_int8(fp32, path, _images(), settings)
+    assert {k: recorded[k] for k in settings} == settings  # quantized as asked
     return path
 
 

@@ -1,11 +1,10 @@
 """QAT fine-tune: the budget loop (a fake clock, no TensorFlow) and one small export of a tiny network
 on the calibration images, checking what the manifest records (recipe augmentation and loss, a
 decaying lr, frozen BatchNorm, steps within the plan) and the uint8 boundary of the .tflite."""
-import numpy as np
 import pytest
 
 from export.qat import LR_FINAL_FRACTION, lr_at, run_budgeted
-from train.budget import PROBE_STEPS, PROBE_WARMUP_STEPS
+from pipeline.recipe import PROBE_STEPS, PROBE_WARMUP_STEPS
 
 PROBE = PROBE_WARMUP_STEPS + PROBE_STEPS
 
@@ -62,44 +61,12 @@ def test_a_budget_shorter_than_tracing_runs_one_step():
     assert r["steps"] == r["planned_steps"] == 1 and r["stopped_by"] == "deadline" and r["step_seconds"] is None
 
 
-@pytest.fixture
-def tiny_checkpoint(tmp_path, monkeypatch, calibration):
-    """A 3-block ResNet under a throwaway preset name (quick to quantize, trace and convert)."""
-    import keras
-    from pipeline import model as model_mod
-    monkeypatch.setitem(model_mod.PRESETS, "tiny", dict(blocks=(1, 1, 1), widths=(8, 8, 16)))
-    keras.utils.set_random_seed(0)
-    net = model_mod.build_preset("tiny")
-    net.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    net.fit(calibration.images[:512].astype(np.float32), calibration.labels[:512], batch_size=128, epochs=1,
-            verbose=0)
-    path = tmp_path / "tiny.h5"
-    net.save(path)
-    return path
-
-
-def test_qat_export_fine_tunes_with_the_recipe(tiny_checkpoint, tmp_path, monkeypatch):
+def test_qat_export_fine_tunes_with_the_recipe(qat_export):
+    """The session's one QAT export (tests/conftest.py: qat_export, a tiny ResNet on the calibration images;
+    tests/test_export.py checks its artifact), with a spy on the recipe's augmentation while it ran."""
     from export import tflite_export
-    from export.run import export_all
-    from pipeline import config
-    from train.augment import Augment
-
-    seen = []
-    original = Augment.call
-
-    def spy(self, x, training=None):
-        seen.append((bool(training), self.pad, self.cutout))
-        return original(self, x, training=training)
-
-    monkeypatch.setattr(Augment, "call", spy)
-    out = tmp_path / "out"
-    cfg = config.load(None, [("export.checkpoint", str(tiny_checkpoint)), ("export.out_dir", str(out)),
-                             ("export.formats", ["tflite_qat_int8"]), ("export.qat_data", "calibration"),
-                             ("export.qat_images", 256), ("export.qat_minutes", 0.2), ("export.qat_lr", 1e-3),
-                             ("export.calibration_images", 300), ("export.parity_images", 64),
-                             ("gates.min_parity_qat", 0.0)])
-    m = export_all(cfg, progress=False)
-    entry, = m["artifacts"]
+    seen, cfg, out = qat_export.augment_calls, qat_export.cfg, qat_export.out
+    entry = next(e for e in qat_export.manifest["artifacts"] if e["name"] == "tflite_qat_int8")
     assert entry["input"]["dtype"] == "uint8" and entry["output"]["dtype"] == "uint8"
     assert tflite_export.read_labels(out / entry["path"])[0] == "airplane"
 

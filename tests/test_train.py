@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import EARLY, ROOT
 
 TINY = ["--model", "resnet20v1", "--preset", "smoke", "--subset", "256", "--val-size", "64",
         "--batch-size", "32"]
@@ -32,20 +32,65 @@ def history(run_dir):
 
 
 def test_summary_counts_seed_and_resnet20():
+    # the three summaries are independent processes: run side by side
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = {model: subprocess.Popen([sys.executable, "-m", "train", "--summary", *(["--model", model] if model else [])],
+                                     cwd=ROOT, env=env if model else None, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+             for model in ("seed", "resnet20v1", None)}
+    outs = {model: (proc.communicate(timeout=300), proc.returncode) for model, proc in procs.items()}
     for model, total in (("seed", "792,330"), ("resnet20v1", "274,442")):
-        out = subprocess.run([sys.executable, "-m", "train", "--summary", "--model", model], cwd=ROOT,
-                             capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        assert out.returncode == 0, out.stderr
-        assert f"{model}: {total} params" in out.stdout
-    assert "(790,090 trainable, 2,240 non-trainable)" in subprocess.run(
-        [sys.executable, "-m", "train", "--summary"], cwd=ROOT, capture_output=True, text=True).stdout
+        (stdout, stderr), code = outs[model]
+        assert code == 0, stderr
+        assert f"{model}: {total} params" in stdout
+    assert "(790,090 trainable, 2,240 non-trainable)" in outs[None][0][0]
+
+
+# Runs that depend on nothing but their flags, started early and side by side (tests/conftest.py: EARLY):
+# {name: (flags, backend, env)}. Each runs once; its test waits for it and checks it.
+# The JAX smoke run trains in mixed_bfloat16 (JAX on a CPU defaults to float32, which the JAX
+# data-parallel run covers): its checkpoint is also the bf16 one the TensorFlow loading test reads.
+INDEPENDENT_RUNS = {
+    "smoke-tensorflow": ([*TINY, "--run-name", "r"], "tensorflow", None),
+    "smoke-jax": ([*TINY, "--run-name", "r", "--mixed-precision", "mixed_bfloat16"], "jax", None),
+    "nan": ([*TINY, "--run-name", "nan", "--set", "train.presets.smoke.schedule=\"step\"",
+             "--set", "train.presets.smoke.steps=[[1, 1e30]]"], "tensorflow", None),
+    "dp-tensorflow": ([*TINY, "--run-name", "dp", "--data-parallel"], "tensorflow", {"CIFAR_EDGE_VIRTUAL_CPUS": "2"}),
+    "dp-jax": ([*TINY, "--run-name", "dp", "--data-parallel"], "jax",
+               {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
+}
+
+
+def small_test(tmp_path_factory):
+    """--set data.test= a 400-image slice of the test split: for runs whose final test score no test reads
+    (it costs a pass over every test image; the smoke runs keep all 10,000 and check them)."""
+    from conftest import small_test_split
+    return ["--set", f"data.test='{small_test_split(tmp_path_factory)}'"]
+
+
+def _independent_run(name, flags, backend, env):
+    def job(tmp_path_factory, **_):
+        where = tmp_path_factory.mktemp(name)
+        more = [] if name.startswith("smoke") else small_test(tmp_path_factory)
+        return (run_train(where, *flags, *more, backend=backend, env=env),
+                where / flags[flags.index("--run-name") + 1])
+    return job
+
+
+for _name, _spec in INDEPENDENT_RUNS.items():  # started early, side by side (tests/conftest.py: EARLY)
+    EARLY.job(f"train:{_name}", needed_by="train_runs")(_independent_run(_name, *_spec))
+
+
+@pytest.fixture(scope="module")
+def train_runs():
+    """train_runs(name) -> (completed process, run folder) of INDEPENDENT_RUNS[name]."""
+    return lambda name: EARLY.result(f"train:{name}")
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_smoke_run_writes_a_complete_run_folder(tmp_path, backend):
-    out = run_train(tmp_path, *TINY, "--run-name", "r", backend=backend)
+def test_smoke_run_writes_a_complete_run_folder(train_runs, backend):
+    out, run = train_runs(f"smoke-{backend}")
     assert out.returncode == 0, out.stdout + out.stderr
-    run = tmp_path / "r"
     for name in ("run.json", "best.h5", "best.json", "last.h5", "history.csv", "history.json", "curves.png",
                  "config.resolved.json", "environment.json", "metrics.json"):
         assert (run / name).exists(), name
@@ -57,11 +102,12 @@ def test_smoke_run_writes_a_complete_run_folder(tmp_path, backend):
     assert len(history(run)["loss"]) == 2
 
 
-def test_bfloat16_checkpoint_from_jax_loads_as_float32_under_tensorflow(tmp_path, test_split):
-    out = run_train(tmp_path, *TINY, "--run-name", "bf16", "--mixed-precision", "mixed_bfloat16", backend="jax")
+def test_bfloat16_checkpoint_from_jax_loads_as_float32_under_tensorflow(train_runs, test_split):
+    out, run = train_runs("smoke-jax")  # trained with --mixed-precision mixed_bfloat16
     assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads((run / "environment.json").read_text())["policy"] == "mixed_bfloat16"
     from pipeline import checkpoint
-    model, preset = checkpoint.load(tmp_path / "bf16" / "best.h5")
+    model, preset = checkpoint.load(run / "best.h5")
     assert preset == "resnet20v1"
     assert {w.dtype for w in model.weights} == {"float32"}
     pred = np.argmax(model.predict(test_split.images[:2000].astype(np.float32), verbose=0), axis=1)
@@ -82,15 +128,16 @@ def _kill_after_first_epoch(proc, run):
     proc.wait()
 
 
-def test_a_killed_run_copied_elsewhere_resumes_with_the_same_schedule(tmp_path):
+def test_a_killed_run_copied_elsewhere_resumes_with_the_same_schedule(tmp_path, tmp_path_factory):
     """kill -9 after epoch 1, copy the folder to another path, drop the original and point the data
     source nowhere: the copy resumes from its backup (data found by its sha256 in the decoded cache),
     continues the one-cycle schedule at the right step and ends with exactly the configured epochs."""
     import shutil
     from pipeline import config
-    from train import recipe as recipe_mod
+    from pipeline import recipe as recipe_mod
     run = tmp_path / "k"
-    proc = run_train(tmp_path, *TINY, "--epochs", "3", "--ema", "0.9", "--run-name", "k", wait=False)
+    proc = run_train(tmp_path, *TINY, "--epochs", "3", "--ema", "0.9", "--run-name", "k",
+                     *small_test(tmp_path_factory), wait=False)
     _kill_after_first_epoch(proc, run)
     assert not (run / "metrics.json").exists(), "the run finished before it could be killed"
     moved = tmp_path / "elsewhere" / "copy"
@@ -114,9 +161,12 @@ def test_a_killed_run_copied_elsewhere_resumes_with_the_same_schedule(tmp_path):
     assert (moved / "best.h5").exists() and json.loads((moved / "best.json").read_text())["epoch"] in (1, 2, 3)
 
 
-def test_resume_refuses_recipe_flags_and_folders_that_are_not_runs(tmp_path):
+def test_resume_refuses_recipe_flags_and_folders_that_are_not_runs(train_runs, tmp_path):
+    import shutil
+    finished_out, finished = train_runs("smoke-tensorflow")  # a finished run (2 epochs), copied: must stay as is
+    assert finished_out.returncode == 0, finished_out.stdout + finished_out.stderr
     run = tmp_path / "r"
-    assert run_train(tmp_path, *TINY, "--run-name", "r", "--epochs", "1").returncode == 0
+    shutil.copytree(finished, run)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir())
     for flag in (["--epochs", "5"], ["--lr", "0.1"], ["--batch-size", "64"], ["--preset", "seed"],
                  ["--set", "recipe.epochs=4"]):
@@ -132,7 +182,7 @@ def test_resume_refuses_recipe_flags_and_folders_that_are_not_runs(tmp_path):
     assert [p.name for p in fake.iterdir()] == ["config.resolved.json"]  # nothing written
 
 
-def test_time_budget_sizes_the_run_and_stop_after_ends_a_stretch(tmp_path):
+def test_time_budget_sizes_the_run_and_stop_after_ends_a_stretch(tmp_path, tmp_path_factory):
     from pipeline import config
     from train import budget as budget_mod
     cfg = config.load(None, [("train.preset", "smoke")])
@@ -140,8 +190,8 @@ def test_time_budget_sizes_the_run_and_stop_after_ends_a_stretch(tmp_path):
     # 10 s per epoch (4,000 images at 400/s) + 0.33 s validation; 600 - 20 s setup - 13.3 s test -> 54 epochs
     assert plan["epochs"] == 54 and sized.recipe.epochs == 54 and sized.recipe.lr == cfg.recipe.lr
 
-    budget = 90
-    out = run_train(tmp_path, *TINY, "--run-name", "b", "--time-budget", f"{budget}s")
+    budget = 20  # a few epochs after start-up, the probe and the test split: the plan is what is checked
+    out = run_train(tmp_path, *TINY, "--run-name", "b", "--time-budget", f"{budget}s", *small_test(tmp_path_factory))
     assert out.returncode == 0, out.stdout + out.stderr
     plan = json.loads((tmp_path / "b" / "run.json").read_text())["plan"]
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
@@ -153,20 +203,19 @@ def test_time_budget_sizes_the_run_and_stop_after_ends_a_stretch(tmp_path):
     # shared 2-core machine makes any timed assertion flaky.
     assert "left ~" in out.stdout and "img/s" in out.stdout  # progress
 
-    out = run_train(tmp_path, *TINY, "--run-name", "s", "--epochs", "50", "--stop-after", "20s")
+    out = run_train(tmp_path, *TINY, "--run-name", "s", "--epochs", "50", "--stop-after", "5s")
     assert out.returncode == 0 and "continue with: python -m train --resume" in out.stdout, out.stdout
     done = len(history(tmp_path / "s")["loss"]) if (tmp_path / "s" / "history.json").exists() else \
         len((tmp_path / "s" / "history.csv").read_text().splitlines()) - 1
     assert 1 <= done < 50 and not (tmp_path / "s" / "metrics.json").exists()
 
 
-def test_nan_loss_stops_with_message_and_keeps_best(tmp_path):
+def test_nan_loss_stops_with_message_and_keeps_best(train_runs):
     # Epoch 1 trains normally; from epoch 2 the step schedule sets an absurd learning rate.
-    out = run_train(tmp_path, *TINY, "--run-name", "nan", "--set", "train.presets.smoke.schedule=\"step\"",
-                    "--set", "train.presets.smoke.steps=[[1, 1e30]]")
+    out, run = train_runs("nan")
     assert out.returncode == 1
     assert "NaN" in out.stderr and "best.h5 kept" in out.stderr, out.stderr
-    assert (tmp_path / "nan" / "best.h5").exists()
+    assert (run / "best.h5").exists()
 
 
 def test_refuses_to_overwrite_a_run(tmp_path):
@@ -177,16 +226,13 @@ def test_refuses_to_overwrite_a_run(tmp_path):
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["history.csv"]
 
 
-@pytest.mark.parametrize("backend,env", [
-    ("tensorflow", {"CIFAR_EDGE_VIRTUAL_CPUS": "2"}),
-    ("jax", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
-])
-def test_data_parallel_over_two_virtual_devices(tmp_path, backend, env):
-    out = run_train(tmp_path, *TINY, "--run-name", "dp", "--data-parallel", backend=backend, env=env)
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])  # 2 virtual devices: see INDEPENDENT_RUNS
+def test_data_parallel_over_two_virtual_devices(train_runs, backend):
+    out, run = train_runs(f"dp-{backend}")
     assert out.returncode == 0, out.stdout + out.stderr
-    dist = json.loads((tmp_path / "dp" / "environment.json").read_text())["distribution"]
+    dist = json.loads((run / "environment.json").read_text())["distribution"]
     assert dist == {"replicas": 2, "global_batch": 32, "per_replica_batch": 16}
-    loss = history(tmp_path / "dp")["loss"]
+    loss = history(run)["loss"]
     assert loss[-1] < loss[0], loss
 
 
@@ -209,3 +255,43 @@ def test_ema_checkpoints_hold_the_averaged_weights(tmp_path, calibration):
     averaged = net.get_weights()  # fit ends by writing the averages into the model
     assert all(np.allclose(a, b) for a, b in zip(saved, averaged))
     assert not all(np.allclose(a, b) for a, b in zip(saved, raw[-1]))
+
+
+def test_a_run_resumed_on_a_cpu_without_native_bf16_continues_in_float32(tmp_path, monkeypatch):
+    """The first stretch trains in mixed_bfloat16 (a CPU with AVX512-BF16), the resume lands on one without
+    (the Intel Xeon): `auto` picks float32 there, says so, and the run ends with every epoch once; the
+    checkpoint is float32 either way."""
+    import keras
+
+    from pipeline import config, machine
+    from train.loop import train
+    cfg = config.load(None, [("train.preset", "smoke"), ("model.preset", "resnet20v1"), ("recipe.subset", 256),
+                             ("recipe.val_size", 64), ("recipe.batch_size", 32), ("recipe.epochs", 2)])
+    run, said = tmp_path / "moved", []
+    say = lambda *a, **k: said.append(" ".join(map(str, a)))  # noqa: E731
+    try:
+        monkeypatch.setattr(machine, "native_bf16", lambda: True)
+        assert train(cfg, run, stop_after_s=1e-3, say=say) is None  # one epoch, then the stretch ends
+        assert json.loads((run / "environment.json").read_text())["policy"] == "mixed_bfloat16"
+        monkeypatch.setattr(machine, "native_bf16", lambda: False)
+        metrics = train(config.from_dict(json.loads((run / "config.resolved.json").read_text())), run, resume=True,
+                        say=say)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert any("trains in float32, the run started in mixed_bfloat16" in line for line in said), said
+    assert metrics["policy"] == "float32" and metrics["epochs"] == 2
+    assert history(run)["epoch"] == [0.0, 1.0]
+
+
+def test_resuming_a_finished_run_is_refused_and_leaves_it_as_it_was(train_runs, tmp_path):
+    """A finished run has no backup: a resume would start again at epoch 1 and overwrite its history."""
+    import shutil
+    finished_out, finished = train_runs("smoke-tensorflow")  # a finished run (2 epochs), copied
+    assert finished_out.returncode == 0, finished_out.stdout + finished_out.stderr
+    run = tmp_path / "done"
+    shutil.copytree(finished, run)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir())
+    out = run_train(tmp_path, "--resume", str(run))
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == \
+        [f"error: {run}: the run is finished (metrics.json); nothing to resume"], out.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir()) == before

@@ -96,7 +96,7 @@ def main(argv=None):
     if args.resume:
         _refuse_recipe_flags(parser, args)
         run_dir = Path(args.resume)
-        from train.loop import check_resumable, read_marker
+        from train.run_folder import check_resumable, read_marker
         read_marker(run_dir)  # before anything is read from or written to the folder
         check_resumable(run_dir)
         cfg = config_mod.from_dict(config_mod.read_json(run_dir / "config.resolved.json"),

@@ -26,13 +26,12 @@ from pipeline.model import CLASSES, build_preset
 from pipeline.scoring import score
 from pipeline import recipe as recipe_mod
 from train import budget, report
+from train.run_folder import RUN_KIND, RUN_MARKER, read_marker
 from train.fused_batchnorm import fuse_batchnorm
 from train.run_lock import run_lock
 from train.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochTimer, Progress, StopAfter,
                              backed_up_epochs)
 
-RUN_MARKER = "run.json"
-RUN_KIND = "cifar-edge train run"
 
 
 # ---------------------------------------------------------------- devices and precision
@@ -208,29 +207,6 @@ def write_marker(run_dir, cfg, data_sha, plan=None):
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "plan": plan}
     atomic.write_json(run_dir / RUN_MARKER, marker)
     return marker
-
-
-def read_marker(run_dir):
-    """The run marker, or a PipelineError if `run_dir` is not a run folder this stage wrote."""
-    import json
-    path = Path(run_dir) / RUN_MARKER
-    if not Path(run_dir).is_dir():
-        raise PipelineError(f"{run_dir}: not a folder")
-    try:
-        marker = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{run_dir}: not a run folder of `python -m train` (no {RUN_MARKER})") from None
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"{path}: unreadable run marker ({exc})") from None
-    if not isinstance(marker, dict) or marker.get("kind") != RUN_KIND or not marker.get("run_id"):
-        raise PipelineError(f"{path}: not a run marker of `python -m train`")
-    return marker
-
-
-def check_resumable(run_dir):
-    """A finished run has nothing to resume: resuming it would train again from epoch 1 over its history."""
-    if (Path(run_dir) / "metrics.json").exists():
-        raise PipelineError(f"{run_dir}: the run is finished (metrics.json); nothing to resume")
 
 
 def _trim_history(run_dir, epochs_done):
