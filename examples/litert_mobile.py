@@ -19,6 +19,7 @@ No other preprocessing: scaling and normalisation are inside the model
 so examples/check_mobile_parity.py can compare it with the evaluator on the whole test split.
 """
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -61,8 +62,27 @@ def read_text(path):
         return f.read().decode()
 
 
-def check_regular(path):
-    _bundle_file(path).close()
+def confined(bundle_dir, name, what):
+    """The file `name` model_spec.json gives for `what`, inside the bundle: a relative path with no '..',
+    no link, resolving inside the bundle folder (the spec is data, not a way to read /etc/passwd)."""
+    spec = bundle_dir / "model_spec.json"
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ValueError(f"{spec}: {what} {name!r} is not a file inside the bundle")
+    path = bundle_dir / name
+    if path.is_symlink() or not path.resolve().is_relative_to(bundle_dir.resolve()):
+        raise ValueError(f"{spec}: {what} {name!r} is a link or leaves the bundle")
+    return path
+
+
+def check_sha256(path, expected, what):
+    """The file's sha256 must be the one model_spec.json records (a swapped model never runs)."""
+    digest = hashlib.sha256()
+    with _bundle_file(path) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if not isinstance(expected, str) or digest.hexdigest() != expected:
+        raise ValueError(f"{path}: sha256 {digest.hexdigest()[:12]}... is not the {str(expected)[:12]}... "
+                         f"model_spec.json records for the {what}; rebuild with `python -m export.mobile`")
 
 
 def printable(text):
@@ -108,9 +128,11 @@ class MobileClassifier:
         bundle_dir = Path(bundle_dir)
         spec = json.loads(read_text(bundle_dir / "model_spec.json"))
         self.spec = spec["models"][model]
-        self.labels = [s.strip() for s in read_text(bundle_dir / spec["labels"]).splitlines() if s.strip()]
-        model_path = bundle_dir / self.spec["file"]
-        check_regular(model_path)  # a FIFO would hang the interpreter's open
+        labels_path = confined(bundle_dir, spec["labels"], "labels")
+        check_sha256(labels_path, spec.get("labels_sha256"), "labels")
+        self.labels = [s.strip() for s in read_text(labels_path).splitlines() if s.strip()]
+        model_path = confined(bundle_dir, self.spec["file"], f"{model} model")
+        check_sha256(model_path, self.spec.get("sha256"), f"{model} model")  # also refuses a FIFO (no hang)
         self.interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
         self.interpreter.allocate_tensors()
         # Tensors are found by the names the spec records, as an app would hard-code them.

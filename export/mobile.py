@@ -80,6 +80,7 @@ def build(manifest_path, out_dir):
                   f"quantization {tensors['input']['quantization']}, output {tensors['output']['dtype']}"
                   f"{tensors['output']['shape']} quantization {tensors['output']['quantization']}")
         (tmp / "labels.txt").write_text("\n".join(labels) + "\n")
+        spec["labels_sha256"] = atomic.sha256_file(tmp / "labels.txt")  # the example app checks it
         atomic.write_json(tmp / SPEC_FILE, spec)
     return spec
 

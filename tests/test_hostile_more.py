@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline import atomic, config, manifest as manifest_mod
 from pipeline.errors import PipelineError, fail_cleanly, printable
@@ -148,8 +149,9 @@ def tflite_bundles(tmp_path_factory):
         interpreter = Interpreter(model_content=blob)
         tensor = lambda d: {"name": d["name"], "dtype": "float32", "shape": [int(x) for x in d["shape"]],  # noqa: E731
                             "quantization": None}
-        spec = {"labels": "labels.txt", "models": {"fp16": {
-            "file": "model.tflite", "input": tensor(interpreter.get_input_details()[0]),
+        sha = lambda name: hashlib.sha256((bundle / name).read_bytes()).hexdigest()  # noqa: E731
+        spec = {"labels": "labels.txt", "labels_sha256": sha("labels.txt"), "models": {"fp16": {
+            "file": "model.tflite", "sha256": sha("model.tflite"), "input": tensor(interpreter.get_input_details()[0]),
             "output": tensor(interpreter.get_output_details()[0])}}}
         (bundle / "model_spec.json").write_text(json.dumps(spec))
         out[kind] = bundle
@@ -682,3 +684,30 @@ def test_train_refuses_a_run_name_that_is_not_one_folder_name(name, tmp_path, ca
     assert exc.value.code == 1 and line.startswith(f"error: --run-name {printable(repr(name))}: must be one plain "
                                                    "folder name"), line
     assert list(tmp_path.iterdir()) == []  # not even --out-dir was made
+
+
+# ---------------------------------------------------------------- 7. the example app trusts model_spec.json
+
+@pytest.mark.parametrize("how, change, words", [
+    ("labels outside", lambda spec, b: spec.update(labels="/etc/passwd"), "is not a file inside the bundle"),
+    ("labels up", lambda spec, b: spec.update(labels="../labels.txt"), "is not a file inside the bundle"),
+    ("model link", lambda spec, b: ((b / "link.tflite").symlink_to(b / "model.tflite"),
+                                    spec["models"]["fp16"].update(file="link.tflite")), "is a link or leaves"),
+    ("model swapped", lambda spec, b: (b / "model.tflite").write_bytes((b / "model.tflite").read_bytes() + b"x"),
+     "model_spec.json records for the fp16 model"),
+    ("labels swapped", lambda spec, b: (b / "labels.txt").write_text("a\nb\n"), "records for the labels"),
+])
+def test_litert_example_confines_the_bundle_and_checks_sha256(tflite_bundles, tmp_path, how, change, words):
+    import shutil
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tflite_bundles["finite"], bundle)
+    spec = json.loads((bundle / "model_spec.json").read_text())
+    change(spec, bundle)
+    (bundle / "model_spec.json").write_text(json.dumps(spec))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    r = run_py(ROOT / "examples" / "litert_mobile.py", "--bundle", bundle, "--model", "fp16", tmp_path / "x.png",
+               timeout=60)
+    assert r.returncode != 0 and r.stdout == "", (how, r.stdout)
+    lines = [line for line in r.stderr.strip().splitlines() if not TF_NATIVE_LOG.match(line)]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], (how, r.stderr)
+    assert "root:" not in r.stderr  # /etc/passwd was never printed as class names
