@@ -81,7 +81,7 @@ class Exporter:
 
 # ---------------------------------------------------------------- the steps, in order
 
-def load_source(cfg, say):
+def load_source(cfg):
     """(model, preset, checkpoint path, its sha256, the reference record): every bad checkpoint stops
     here, before anything is written."""
     checkpoint = project_path(cfg.export.checkpoint)
@@ -176,7 +176,7 @@ def export_all(cfg, progress=True) -> dict:
     out_dir, formats = project_path(cfg.export.out_dir), list(dict.fromkeys(cfg.export.formats))
 
     atomic.check_replaceable(out_dir, manifest_mod.FILE_NAME)  # only an earlier export is replaced whole
-    source = load_source(cfg, say)
+    source = load_source(cfg)
     prepare_out_dir(out_dir, say)
     sets = draw_image_sets(cfg)
     say(f"export: {source[2]} ({source[1]}, sha256 {source[3][:12]}) -> {out_dir}/: {', '.join(formats)}; "

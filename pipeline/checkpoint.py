@@ -25,7 +25,7 @@ RESOLVED = "config.resolved.json"
 RUN_MARKER = "run.json"  # train's run marker (train.run_folder): the folder is a training run
 CONFIG_CAP = 4 << 20  # bytes: the seed model's config is ~60 KB
 LAYER_KEYS = ("filters", "kernel_size", "strides", "padding", "use_bias", "units", "activation", "pool_size",
-              "scale", "offset", "axis", "center", "scale_bn")
+              "scale", "offset", "axis", "center")
 LAYER_CLASSES = ("InputLayer", "Rescaling", "Conv2D", "BatchNormalization", "Activation", "Add",
                  "AveragePooling2D", "Flatten", "Dense")
 
