@@ -4,6 +4,11 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The EARLY jobs below fork subprocesses from pool threads while tests write and read .h5 files in the main
+# thread; a child forked while an .h5 file is open for writing holds HDF5's lock on it until it closes its
+# inherited descriptors, so a read right after the write can fail with errno 11 (half the time, in a loop
+# on a busy 2-core machine). The pipeline's stages fork from one thread only; the test session opts out.
+os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
