@@ -1,7 +1,7 @@
 # make test                      unit tests (sets up .venv on first use)
 # make export evaluate           the CPU main job: export the committed reference model, evaluate every artifact
 # make train export evaluate     the whole pipeline (training takes hours on 2 CPU cores; ARGS="--time-budget 90m")
-# Every target depends on the virtual environment, so there is no separate install step.
+# Every target depends on the virtual environments it needs, so there is no separate install step.
 # ARGS passes flags to a stage, e.g. make train ARGS="--preset smoke".
 
 PY ?= python3.11
@@ -10,7 +10,9 @@ PYTHON := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv train export evaluate gate mobile mobile-parity test clean
+MOBILE_VENV := .venv-mobile
+
+.PHONY: venv venv-mobile train export evaluate gate gate-resnet20v1 mobile mobile-parity test clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -20,16 +22,29 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 venv: $(VENV)/.installed
 
+# The second environment: the TFLite metadata writer (export) and MediaPipe Tasks (evaluate), whose pins
+# clash with TensorFlow's (requirements-mobile.lock says why). The writer's .so files link libusb: the one
+# libusb-package ships is put where the loader finds it (pipeline/mobile_env.py sets LD_LIBRARY_PATH).
+$(MOBILE_VENV)/.installed: requirements-mobile.lock
+	$(PY) -m venv $(MOBILE_VENV)
+	$(MOBILE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MOBILE_VENV)/bin/python -m pip install -q --no-deps -r requirements-mobile.lock
+	$(MOBILE_VENV)/bin/python -m pip check
+	ln -sf "$$($(MOBILE_VENV)/bin/python -c 'import libusb_package, pathlib; print(pathlib.Path(libusb_package.__file__).parent / "libusb-1.0.so")')" $(MOBILE_VENV)/lib/libusb-1.0.so.0
+	touch $@
+
+venv-mobile: $(MOBILE_VENV)/.installed
+
 train: venv
 	$(PYTHON) -m train $(ARGS)
 
-export: venv
+export: venv venv-mobile
 	$(PYTHON) -m export $(ARGS)
 
-evaluate: venv
+evaluate: venv venv-mobile
 	$(PYTHON) -m evaluate $(ARGS)
 
-mobile: venv
+mobile: venv venv-mobile
 	$(PYTHON) -m export.mobile $(ARGS)
 
 # The mobile example (app-style, one image at a time) against the evaluator's interpreter, all test images.
@@ -41,8 +56,15 @@ mobile-parity: mobile
 gate: export
 	$(PYTHON) -m evaluate --baseline reports/evaluation.json $(ARGS)
 
-test: venv
+# The seeds' base model (ResNet20 v1, models/resnet20v1/) through the same gate: every kind exported and
+# scored on all 10,000 test images against its committed report; latency at all cores only (CI time).
+gate-resnet20v1: venv venv-mobile
+	$(PYTHON) -m export --checkpoint models/resnet20v1/model.h5 --out-dir artifacts-resnet20v1
+	$(PYTHON) -m evaluate --manifest artifacts-resnet20v1/manifest.json --report-dir reports/resnet20v1 \
+		--baseline reports/resnet20v1/evaluation.json --set 'evaluate.threads=[0]' $(ARGS)
+
+test: venv venv-mobile
 	$(PYTHON) -m pytest
 
 clean:
-	rm -rf artifacts .cache .pytest_cache
+	rm -rf artifacts artifacts-resnet20v1 .cache .pytest_cache

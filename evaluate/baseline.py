@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipeline import atomic, config as config_mod
 from pipeline.errors import PipelineError
+from pipeline.model import CLASSES
 
 SCHEMA_VERSIONS = (2, 3)  # what compare() reads (artifacts, accuracies) is the same in both
 FAILED_DIR = "failed"  # <report dir>/failed/: a failed run's report when the report dir holds its baseline
@@ -44,15 +45,37 @@ def load(path):
     if not data["artifacts"]:
         raise PipelineError(f"{path}: \"artifacts\" is empty: a baseline without artifacts gates nothing")
     for i, a in enumerate(data["artifacts"]):
-        ok = isinstance(a, dict) and isinstance(a.get("name"), str) and (a.get("status") != "ok" or (
-            isinstance(a.get("accuracy"), (int, float)) and isinstance(a.get("per_class_accuracy"), list)
-            and isinstance(a.get("bytes"), int)))
-        if not ok:
-            raise PipelineError(f"{path}: \"artifacts\"[{i}] is not an evaluated artifact row "
-                                "(name, status, accuracy, per_class_accuracy, bytes)")
+        why = _bad_row(a)
+        if why:
+            raise PipelineError(f"{path}: \"artifacts\"[{i}] is not an evaluated artifact row ({why})")
+    if not isinstance(data.get("source_checkpoint") or {}, dict):
+        raise PipelineError(f"{path}: \"source_checkpoint\" must be an object")
     if not data.get("full_test_set"):
         raise PipelineError(f"{path}: the baseline scored a subset of the test split; it cannot be compared")
     return data
+
+
+def _fraction(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1  # NaN fails too
+
+
+def _bad_row(row):
+    """What compare() could not read in a baseline's artifact row, or None. Rows that did not score
+    (status other than "ok") need only a name: compare() gates them as "no score"."""
+    if not isinstance(row, dict) or not isinstance(row.get("name"), str) or not isinstance(row.get("status"), str):
+        return "name and status must be strings"
+    if row["status"] != "ok":
+        return None
+    per_class, latency = row.get("per_class_accuracy"), row.get("latency_ms")
+    checks = [("accuracy", _fraction(row.get("accuracy"))),
+              (f"per_class_accuracy, {len(CLASSES)} fractions",
+               isinstance(per_class, list) and len(per_class) == len(CLASSES) and all(map(_fraction, per_class))),
+              ("bytes", isinstance(row.get("bytes"), int) and not isinstance(row.get("bytes"), bool)),
+              ("agreement", row.get("agreement") is None or _fraction(row["agreement"])),
+              ("latency_ms.p50", latency is None or (isinstance(latency, dict) and (latency.get("p50") is None or (
+                  isinstance(latency["p50"], (int, float)) and not isinstance(latency["p50"], bool)))))]
+    bad = [what for what, ok in checks if not ok]
+    return f"{row['name']}: {', '.join(bad)}" if bad else None
 
 
 def test_data(cfg, n):

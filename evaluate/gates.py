@@ -5,6 +5,8 @@ For every artifact, always:
                - max_drop_pp_<kind>; with no reference accuracy in the manifest this gate fails and says why
   status       the artifact loaded and ran
 For the `keras` artifact: accuracy >= reference accuracy - reference_tolerance_pp.
+For a client's row (NAME@CLIENT: the same file through an app-side client, the table's `clients`): every
+gate of its file's kind, and top-1 agreement with the file's own runtime >= min_agreement_client.
 For every kind with ort_mobile: every node on each execution provider gates.ort_mobile_<kind> names.
 For every kind with mobile_checks (pipeline/artifacts.py): mobile_ready (gates.mobile_checks_phone for the
 kinds a phone gets, gates.mobile_checks for the rest), the readiness checks export recorded in the manifest
@@ -43,14 +45,19 @@ def check(rows, gates_cfg, reference, test_images, full_test_set):
         if row["status"] != "ok":
             results.append(_gate(name, "status", row["status"], "ok", False, row.get("error")))
             continue
-        kind_row = artifacts.get(name)
+        kind_row = artifacts.of_row(row)
+        if row.get("client"):  # its file's own checks are gated on the file's row
+            agree = row.get("runtime_agreement")
+            results.append(_gate(name, "runtime_agreement", agree, gates_cfg.min_agreement_client,
+                                 agree is not None and agree >= gates_cfg.min_agreement_client,
+                                 None if agree is not None else f"{row['artifact']} was not scored"))
         required = gates_cfg.mobile_checks_phone if kind_row.mobile else gates_cfg.mobile_checks
-        if kind_row.mobile_checks and required:
+        if kind_row.mobile_checks and required and not row.get("client"):
             record = row.get("mobile_ready")
             lines = mobile_failures(record, required) if record else \
                 ["the manifest records no mobile-readiness checks (export again)"]
             results.append(_gate(name, "mobile_ready", "; ".join(lines) or "ok", list(required), not lines))
-        if artifacts.get(name).ort_mobile:
+        if kind_row.ort_mobile and not row.get("client"):
             required = getattr(gates_cfg, f"ort_mobile_{row['kind']}")
             record = row.get("ort_mobile")
             lines = ort_mobile.failures(record, required) if record else \

@@ -23,10 +23,10 @@ def percentiles(times_ms):
             "min": round(float(t.min()), 3)}
 
 
-def open_and_time(entry, path, threads, image):
+def open_and_time(entry, path, threads, image, client=None):
     """(runner, load seconds, first-inference ms): the cold start a user's app pays once."""
     t0 = time.perf_counter()
-    runner = open_runner(entry, path, threads)
+    runner = open_runner(entry, path, threads, client)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     check_output(entry["name"], runner.predict(image[None]), 1)

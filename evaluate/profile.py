@@ -21,12 +21,12 @@ UNAVAILABLE = {  # by the artifact table's runtime column, for kinds whose `prof
 }
 
 
-def onnx_profile(path, threads, image, runs, warmup=10):
+def onnx_profile(path, threads, image, runs, warmup=10, fmt="onnx"):
     import onnxruntime as ort
+
+    from pipeline.runtimes import ort_session_options
     with tempfile.TemporaryDirectory(prefix="ort-profile.") as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.log_severity_level = 3
+        opts = ort_session_options(fmt, threads)  # the runner's session (an .ort file's fusions replayed)
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ort")
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -62,5 +62,5 @@ def profile(entry, path, threads, image, runs):
     """The runtime's op profile of one artifact at batch 1, or {"unavailable": why}."""
     row = artifacts.get(entry["name"])
     if row.profiler == "onnxruntime":
-        return onnx_profile(path, threads, image, runs)
+        return onnx_profile(path, threads, image, runs, fmt=entry["format"])
     return {"unavailable": UNAVAILABLE.get(row.runtime, "no profiler for this runtime")}

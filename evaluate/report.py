@@ -43,8 +43,9 @@ def _gpu_runtime(m):
 def _mobile_section(result):
     """The readiness checks export recorded for every mobile_checks kind, and ONNX Runtime Mobile's
     coverage of every ort_mobile kind (gated by [gates] mobile_checks*, ort_mobile_*)."""
-    rows = [r for r in result["artifacts"] if artifacts.get(r["name"]).mobile_checks]
-    ort = [r for r in result["artifacts"] if artifacts.get(r["name"]).ort_mobile]
+    own = [r for r in result["artifacts"] if not r.get("client")]  # a client's row repeats its file's checks
+    rows = [r for r in own if artifacts.get(r["name"]).mobile_checks]
+    ort = [r for r in own if artifacts.get(r["name"]).ort_mobile]
     if not rows and not ort:
         return []
     lines = ["", "## Mobile readiness (checked at export)", "",
@@ -74,6 +75,30 @@ def _mobile_section(result):
             cells = [f"{rec[ep]['supported']}/{rec[ep]['nodes']} in {rec[ep]['partitions']}" if rec else "not recorded"
                      for ep in ("nnapi", "coreml_neuralnetwork", "coreml_mlprogram")]
             lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _client_section(result):
+    """The phone's files through the clients apps run (rows NAME@CLIENT), against the file's own runtime."""
+    rows = [r for r in result["artifacts"] if r.get("client")]
+    if not rows:
+        return []
+    lines = ["", "## App clients", "",
+             "The files a phone gets, scored through the client an app runs them with (MediaPipe Tasks' "
+             "ImageClassifier: the input's normalisation and the class names come from the file's own "
+             "metadata), one image at a time, against the file's own runtime (the LiteRT interpreter) on the "
+             "same images. Gated: top-1 agreement (gates.min_agreement_client) and the file kind's accuracy gates.",
+             "", "| row | accuracy | its runtime's accuracy | top-1 agreement with it | p50 ms | client threads "
+             "| status |", "|---|---|---|---|---|---|---|"]
+    by_name = {r["name"]: r for r in result["artifacts"]}
+    for r in rows:
+        own = by_name.get(r["artifact"], {})
+        p50 = ((r.get("latency_by_threads") or {}).get("1") or {}).get("batch1_ms", {}).get("p50")
+        status = "ok" if r["status"] == "ok" else f"**{r['status']}**: {r['error']}"
+        lines.append(f"| {r['name']} | {_fmt(r.get('accuracy') and r['accuracy'] * 100, '.2f')}% "
+                     f"| {_fmt(own.get('accuracy') and own['accuracy'] * 100, '.2f')}% "
+                     f"| {_fmt(None if r.get('runtime_agreement') is None else r['runtime_agreement'] * 100, '.2f')}% "
+                     f"| {_fmt(p50, '.3f')} | {r.get('client_threads', '-')} | {status} |")
     return lines
 
 
@@ -144,6 +169,7 @@ def markdown(result):
     else:
         lines.append(f"All {len(result['gates'])} gates passed.")
     lines += _mobile_section(result)
+    lines += _client_section(result)
     if any(r.get("layer_error") for r in result["artifacts"]):
         lines += ["", "## Per-layer quantization error", "",
                   "Where each int8 artifact loses precision, layer by layer: [layer_error.md](layer_error.md).", "",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluate import baseline, gates, worker
-from pipeline import artifacts, config as config_mod, evalset, machine, sampling
+from pipeline import artifacts, atomic, config as config_mod, evalset, machine, mobile_env, sampling
 from pipeline import manifest as manifest_mod
 from pipeline.artifacts import REFERENCE
 from pipeline.errors import PipelineError
@@ -36,7 +36,8 @@ def _thread_counts(configured):
 
 
 def _spawn(job, workdir, tag, timeout_s):
-    """Run one worker; its result dict, or {"error": ...} if it crashed or timed out."""
+    """Run one worker (a client's in the mobile environment); its result dict, or {"error": ...} if it
+    crashed or timed out."""
     job_path, result_path = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
     log_path = workdir / f"{tag}.log"
     job_path.write_text(json.dumps(job))
@@ -45,9 +46,16 @@ def _spawn(job, workdir, tag, timeout_s):
            "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
            worker.PARENT_ENV: str(os.getpid())}  # the worker dies with this process, even on kill -9
     name = job.get("entry", {}).get("name", "probe")
+    python = sys.executable
+    if job.get("client"):
+        name += f"@{job['client']}"
+        try:
+            python, env = str(mobile_env.python()), mobile_env.env(env)
+        except PipelineError as exc:
+            return {"error": f"{name}: {exc}"}
     try:
         with open(log_path, "w") as log:
-            proc = subprocess.run([sys.executable, "-m", "evaluate.worker", str(job_path), str(result_path)],
+            proc = subprocess.run([python, "-m", "evaluate.worker", str(job_path), str(result_path)],
                                   cwd=config_mod.ROOT, env=env, stderr=log, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"error": f"{name}: timed out after {timeout_s:.0f} s at {threads} threads"}
@@ -103,6 +111,42 @@ def evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, 
     return row, np.load(workdir / f"{entry['name']}.npy")
 
 
+def evaluate_client(entry, artifact_row, manifest, images_npy, workdir, ev, latency, progress):
+    """The same file through an app-side client (the table's `clients`): a row NAME@CLIENT, scored and timed
+    at batch 1 in one worker of the mobile environment; (row, top-1 predictions or None)."""
+    rows = []
+    for client in artifacts.get(entry["name"]).clients:
+        row = {**{k: artifact_row[k] for k in ("format", "precision", "kind", "path", "bytes", "size_mb")},
+               "name": f"{entry['name']}@{client}", "artifact": entry["name"], "client": client,
+               "status": "ok", "error": None, "latency_by_threads": {}}
+        if artifact_row["status"] != "ok":
+            row.update(status="error", error=f"{row['name']}: not run: {entry['name']} failed")
+            rows.append((row, None))
+            continue
+        progress(f"  {row['name']}: scoring{' + latency' if latency else ''} in {client}, one image at a time")
+        started = time.perf_counter()
+        job = {"kind": "artifact", "entry": entry, "client": client, "path": str(manifest_mod.verify(manifest[0], entry)),
+               "threads": 1, "images": str(images_npy), "accuracy": True, "flops": False, "batch": 1,
+               "predictions": str(workdir / f"{row['name']}.npy"), "warmup_runs": ev.warmup_runs,
+               "latency_runs": ev.latency_runs if latency else 0, "profile_runs": 0}
+        result = _spawn(job, workdir, row["name"], ev.worker_timeout_s)
+        names = result.get("class_names")
+        if "error" not in result and names != manifest[1]["classes"]:
+            result = {"error": f"{row['name']}: the class names MediaPipe read from the model's metadata, "
+                               f"{names}, are not the manifest's classes"}
+        if "error" in result:
+            row.update(status="error", error=result["error"])
+            rows.append((row, None))
+            continue
+        row["throughput"] = result.pop("throughput")
+        row["client_threads"] = f"the client's own (CPU time / wall time over the latency runs: " \
+                                f"{result.get('cpu_per_wall', 'not measured')})"
+        row["latency_by_threads"]["1"] = result
+        row["wall_s"] = round(time.perf_counter() - started, 2)
+        rows.append((row, np.load(workdir / f"{row['name']}.npy")))
+    return rows
+
+
 def _add_peak_share(row, flops, peak, thread_counts):
     """Achieved G(FL)OP/s = graph FLOPs / time, over the peak of the precision the artifact computes in
     (the artifact table's `compute` column: int8 or float32) at the same thread count.
@@ -112,7 +156,7 @@ def _add_peak_share(row, flops, peak, thread_counts):
     """
     if not flops or row["status"] != "ok":
         return
-    precision = artifacts.get(row["name"]).compute
+    precision = artifacts.of_row(row).compute
     peaks = peak.get(precision) or {}
     row["gflops"] = {}
 
@@ -135,6 +179,8 @@ def _add_peak_share(row, flops, peak, thread_counts):
 def read_inputs(cfg):
     """(manifest path, manifest, baseline path, baseline): everything checked before any scoring."""
     ev = cfg.evaluate
+    # the report is written last: a read-only disk or a file in the way would otherwise fail only after scoring
+    atomic.check_writable_dir(config_mod.project_path(ev.report_dir))
     manifest_path = config_mod.project_path(ev.manifest)
     manifest = manifest_mod.read(manifest_path)
     if not manifest["artifacts"]:
@@ -190,12 +236,14 @@ def run_artifacts(manifest, manifest_path, images, thread_counts, ev, latency, t
             progress(f"[{i}/{len(manifest['artifacts'])}] {entry['name']} ({entry['format']}, {entry['precision']})")
             row, pred = evaluate_artifact(entry, manifest_path, images_npy, workdir, thread_counts, ev, latency,
                                           progress)
-            if pred is not None:
-                top1[row["name"]] = pred
-            else:
-                progress(f"  {row['name']}: FAILED: {row['error']}")
-            rows.append(row)
-            timings[f"artifact_{row['name']}_s"] = row.get("wall_s")
+            for row, pred in [(row, pred), *evaluate_client(entry, row, (manifest_path, manifest), images_npy,
+                                                              workdir, ev, latency, progress)]:
+                if pred is not None:
+                    top1[row["name"]] = pred
+                else:
+                    progress(f"  {row['name']}: FAILED: {row['error']}")
+                rows.append(row)
+                timings[f"artifact_{row['name']}_s"] = row.get("wall_s")
         probe.run("after")
     return rows, top1, probe.peak
 
@@ -209,6 +257,8 @@ def score_rows(rows, top1, labels, peak, thread_counts, progress):
     for row in rows:
         if row["name"] in top1:
             row.update(score(labels, top1[row["name"]], reference, ref_score["accuracy"] if ref_score else None))
+            if row.get("client") and row["artifact"] in top1:  # the client against the file's own runtime
+                row["runtime_agreement"] = float((top1[row["name"]] == top1[row["artifact"]]).mean())
             one = row["latency_by_threads"].get("1", {}).get("batch1_ms")
             row["latency_ms"] = {k: one[k] for k in ("p50", "p90", "p99")} if one else None
             _add_peak_share(row, flops, peak, thread_counts)

@@ -44,10 +44,14 @@ def run_artifact(job):
     entry, threads = job["entry"], job["threads"]
     images = np.load(job["images"], mmap_mode="r")
     out = {"threads": threads}
-    runner, out["load_s"], out["first_inference_ms"] = latency.open_and_time(entry, job["path"], threads, images[0])
+    runner, out["load_s"], out["first_inference_ms"] = latency.open_and_time(entry, job["path"], threads, images[0],
+                                                                            job.get("client"))
     if job.get("latency_runs"):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         out["batch1_ms"] = latency.batch1_latency(entry["name"], runner, images, job["warmup_runs"],
                                                   job["latency_runs"])
+        # How many cores the runtime kept busy: the only thread count a client that picks its own reports.
+        out["cpu_per_wall"] = round((time.process_time() - cpu0) / (time.perf_counter() - wall0), 2)
     if job.get("accuracy"):
         top1, out["throughput"] = accuracy.predict_top1(entry["name"], runner, images, job["batch"],
                                                         progress=lambda m: print(m, flush=True))
@@ -55,7 +59,11 @@ def run_artifact(job):
     if job.get("flops") and artifacts.get(entry["name"]).counts_flops:
         from evaluate.flops import count_flops
         out["flops_per_image"] = count_flops(runner.model)
+    if getattr(runner, "class_names", None) is not None:
+        out["class_names"] = runner.class_names
     out["peak_rss_mb"] = latency.peak_rss_mb()  # before the profiler's own session
+    if hasattr(runner, "close"):
+        runner.close()
     if job.get("profile_runs"):
         from evaluate.profile import profile
         out["profile"] = profile(entry, job["path"], threads, images[0], job["profile_runs"])

@@ -25,6 +25,7 @@ import os
 import re
 import stat
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,9 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image, ImageOps
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
+# pipeline/images.py's budget, copied (this script imports nothing of the repository; a test checks the copies)
+MAX_PIXELS = 50_000_000
+MAX_DECODED_BYTES = 150_000_000
 
 
 # ---------------------------------------------------------------- files
@@ -96,15 +100,35 @@ class NotFinite(ValueError):
 
 # ---------------------------------------------------------------- bitmaps
 
+def decoded_bytes(mode, size):
+    """Bytes the pixels of an image of this mode and size hold: one a band, 2 for 16-bit, 4 for 32-bit."""
+    per_band = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
+    return size[0] * size[1] * per_band * Image.getmodebands(mode)
+
+
+def open_image(f):
+    """Image.open, refused from its header when over the budget, as an app refuses a bitmap it cannot hold
+    (a 95 KB PNG can declare 49 megapixels of 16-bit gray). Pillow's DecompressionBombWarning (89 megapixels)
+    would only ever come before this refusal: silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(f, formats=("PNG", "JPEG"))
+    if im.width * im.height > MAX_PIXELS or decoded_bytes(im.mode, im.size) > MAX_DECODED_BYTES:
+        im.close()
+        raise ValueError(f"{im.width}x{im.height} {im.mode} pixels, over the budget of {MAX_PIXELS:,} pixels and "
+                         f"{MAX_DECODED_BYTES:,} bytes; not decoded")
+    return im
+
+
 def bitmap_from_file(path, size=32):
     """ARGB_8888 pixels (size*size,) uint32 of an image file: decode, alpha over white, area-scale to size."""
-    with open_regular(path) as f, Image.open(f, formats=("PNG", "JPEG")) as im:
+    with open_regular(path) as f, open_image(f) as im:
         im.load()
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale, don't clip
-            arr = np.asarray(im, dtype=np.float64)
-            arr = arr / 257.0 if arr.max() > 255 else arr
-            im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        im = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im  # no copy if upright
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale (round(v / 257)), don't clip
+            im = im if im.mode == "I" else im.convert("I")
+            scale = im.getextrema()[1] > 255
+            im = im.point([min(255, (v + 128) // 257 if scale else v) for v in range(65536)], "L")
         if (im.mode == "P" and "transparency" in im.info) or im.mode in ("PA", "LA", "La", "RGBa"):
             im = im.convert("RGBA")
         if im.mode == "RGBA":
@@ -195,7 +219,7 @@ def open_bundle(bundle_dir, model):
     except FileNotFoundError as exc:
         raise SystemExit(printable(f"error: {bundle_dir}: not a mobile bundle ({exc.filename} is missing); "
                                    "build one with `python -m export.mobile`"))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # RuntimeError: a link loop, deep JSON
         raise SystemExit(printable(f"error: {bundle_dir}: unusable mobile bundle ({type(exc).__name__}: "
                                    f"{' '.join(str(exc).split())[:200]})"))
 

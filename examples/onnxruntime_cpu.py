@@ -24,6 +24,7 @@ import os
 import re
 import stat
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,9 @@ from PIL import Image, ImageOps
 
 SIZE = 32
 EXTENSIONS = (".png", ".jpg", ".jpeg")
+# pipeline/images.py's budget, copied (this script imports nothing of the repository; a test checks the copies)
+MAX_PIXELS = 50_000_000
+MAX_DECODED_BYTES = 150_000_000
 
 
 # ---------------------------------------------------------------- images (a copy of pipeline/images.py)
@@ -52,15 +56,35 @@ def printable(text):
     return re.sub("[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
+def decoded_bytes(mode, size):
+    """Bytes the pixels of an image of this mode and size hold: one a band, 2 for 16-bit, 4 for 32-bit."""
+    per_band = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
+    return size[0] * size[1] * per_band * Image.getmodebands(mode)
+
+
+def open_image(f):
+    """Image.open, refused from its header when over the budget (a 95 KB PNG can declare 49 megapixels of
+    16-bit gray, a 560 KB one 144 megapixels). Pillow's own DecompressionBombWarning is silenced: it fires at
+    89 megapixels, so only ever before this refusal."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(f, formats=("PNG", "JPEG"))
+    if im.width * im.height > MAX_PIXELS or decoded_bytes(im.mode, im.size) > MAX_DECODED_BYTES:
+        im.close()
+        raise ValueError(f"{im.width}x{im.height} {im.mode} pixels, over the budget of {MAX_PIXELS:,} pixels and "
+                         f"{MAX_DECODED_BYTES:,} bytes; not decoded")
+    return im
+
+
 def load_image(path):
     """(32, 32, 3) uint8 RGB from a PNG or JPEG file of any size and mode."""
-    with open_regular(path) as f, Image.open(f, formats=("PNG", "JPEG")) as im:
+    with open_regular(path) as f, open_image(f) as im:
         im.load()
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale, don't clip
-            arr = np.asarray(im, dtype=np.float64)
-            arr = arr / 257.0 if arr.max() > 255 else arr
-            im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        im = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im  # no copy if upright
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale (round(v / 257)), don't clip
+            im = im if im.mode == "I" else im.convert("I")
+            scale = im.getextrema()[1] > 255
+            im = im.point([min(255, (v + 128) // 257 if scale else v) for v in range(65536)], "L")
         if (im.mode == "P" and "transparency" in im.info) or im.mode in ("PA", "LA", "La", "RGBa"):
             im = im.convert("RGBA")
         if im.mode == "RGBA":  # transparent pixels over white
@@ -116,8 +140,11 @@ def _inside(folder, rel, what):
     if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
         raise Refused(f"{what}: path {rel!r} leaves the manifest's folder")
     path = folder / rel
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise Refused(f"{what}: {rel} links outside the manifest's folder")
+    try:
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise Refused(f"{what}: {rel} links outside the manifest's folder")
+    except RuntimeError as exc:  # a symbolic link loop
+        raise Refused(f"{what}: {rel} cannot be resolved ({exc})") from None
     return path
 
 
@@ -130,8 +157,9 @@ def from_manifest(manifest_path, artifact):
         entries = {e["name"]: e for e in data["artifacts"]}
         labels = data["labels"]
         labels_rel, labels_sha = labels["path"], labels["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise Refused(f"{manifest_path}: not a readable export manifest ({type(exc).__name__}: {exc})") from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise Refused(f"{manifest_path}: not a readable export manifest ({type(exc).__name__}: "
+                      f"{' '.join(str(exc).split())[:200]})") from None
     if artifact not in entries:
         raise Refused(f"{manifest_path}: unknown artifact {artifact!r}; the manifest has: {', '.join(entries)}")
     entry = entries[artifact]

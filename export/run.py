@@ -10,9 +10,10 @@ import datetime
 import os
 import shutil
 import signal
-import tempfile
 import time
 import warnings
+from pathlib import Path
+from typing import NamedTuple
 
 from pipeline import artifacts, atomic, checkpoint as checkpoint_mod, config, console, evalset, machine
 from pipeline import sampling
@@ -29,15 +30,6 @@ def _kill_point(name):
     """A named point where the kill tests stop this process, as `kill -9` would."""
     if os.environ.get(KILL_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def ensure_writable(folder):
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise PipelineError(f"{folder}: output folder is not writable ({exc.strerror or exc})") from None
 
 
 def reference_record(cfg, checkpoint):
@@ -63,8 +55,8 @@ class Exporter:
     """What builders get: the model, the image sets (pipeline.sampling.ExportSets; `calibration` is
     the calibration set), and `path_of(kind)` for what they convert from."""
 
-    def __init__(self, cfg, model, preset, staging, sets, progress):
-        self.cfg, self.model, self.preset, self.staging = cfg, model, preset, staging
+    def __init__(self, cfg, source, staging, sets, progress):
+        self.cfg, self.source, self.model, self.preset, self.staging = cfg, source, source.model, source.preset, staging
         self.sets, self.calibration, self.progress = sets, sets.calibration, progress
         self.built, self.settings = {}, {}  # name -> staged path; name -> settings its builder recorded
 
@@ -81,16 +73,22 @@ class Exporter:
 
 # ---------------------------------------------------------------- the steps, in order
 
+class Source(NamedTuple):
+    model: object       # the float32 keras.Model
+    preset: str         # its model preset
+    checkpoint: Path
+    sha256: str         # of the checkpoint file
+    reference: dict     # its accuracy record (reference_record)
+
+
 def load_source(cfg):
-    """(model, preset, checkpoint path, its sha256, the reference record): every bad checkpoint stops
-    here, before anything is written."""
+    """The checkpoint to export (Source): every bad checkpoint stops here, before anything is written."""
     checkpoint = project_path(cfg.export.checkpoint)
     model, preset = checkpoint_mod.load(checkpoint)
-    return model, preset, checkpoint, atomic.sha256_file(checkpoint), reference_record(cfg, checkpoint)
+    return Source(model, preset, checkpoint, atomic.sha256_file(checkpoint), reference_record(cfg, checkpoint))
 
 
 def prepare_out_dir(out_dir, say):
-    ensure_writable(out_dir.parent)
     for stale in atomic.recover_dir(out_dir):
         say(f"export: removed {stale} left by an interrupted export", flush=True)
 
@@ -127,6 +125,8 @@ def export_one(exporter, name, keras_probs, seconds_before, say):
         checks["mobile_ready"] = mobile_checks.check(path, row.integer_io)
     if row.ort_mobile:
         checks["ort_mobile"] = ort_mobile.coverage(path)
+    if row.ops_config:  # written beside the model by its builder; verified and shipped with it
+        checks["ops_config"] = {"path": row.ops_config, **manifest_mod.file_facts(exporter.staging / row.ops_config)}
     if row.layer_error and cfg.export.layer_error_images:
         t1 = time.time()
         # QuantizationDebugger drives TF's deprecated tf.lite.Interpreter: its warnings are not the user's
@@ -176,17 +176,18 @@ def export_all(cfg, progress=True) -> dict:
     out_dir, formats = project_path(cfg.export.out_dir), list(dict.fromkeys(cfg.export.formats))
 
     atomic.check_replaceable(out_dir, manifest_mod.FILE_NAME)  # only an earlier export is replaced whole
+    atomic.check_writable_dir(out_dir.parent)  # a read-only disk or a file in the way: before any work
     source = load_source(cfg)
     prepare_out_dir(out_dir, say)
     sets = draw_image_sets(cfg)
-    say(f"export: {source[2]} ({source[1]}, sha256 {source[3][:12]}) -> {out_dir}/: {', '.join(formats)}; "
+    say(f"export: {source.checkpoint} ({source.preset}, sha256 {source.sha256[:12]}) -> {out_dir}/: {', '.join(formats)}; "
         f"{len(sets.calibration)} calibration, {len(sets.parity)} parity images (disjoint)", flush=True)
     staging = atomic.staging_dir(out_dir)
     try:
         _kill_point("staging")
-        exporter = Exporter(cfg, source[0], source[1], staging, sets, progress)
+        exporter = Exporter(cfg, source, staging, sets, progress)
         seconds = build_saved_model_first(exporter, formats)
-        keras_probs = parity.run_keras(source[0], sets.parity.images)
+        keras_probs = parity.run_keras(source.model, sets.parity.images)
         entries = []
         for name in formats:
             entries.append(export_one(exporter, name, keras_probs, seconds, say))
@@ -195,6 +196,8 @@ def export_all(cfg, progress=True) -> dict:
         write_manifest(cfg, staging, source, sets, entries)
         _kill_point("publish")
         atomic.publish_dir(staging, out_dir)
+    except PipelineError as exc:  # a disk that fills mid-export names its staging copy: name the output's file
+        raise PipelineError(str(exc).replace(str(staging), str(out_dir))) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"wrote {len(entries)} artifacts and {out_dir / manifest_mod.FILE_NAME}", flush=True)

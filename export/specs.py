@@ -17,6 +17,18 @@ def _onnx(path):
     return spec(proto.graph.input[0]), spec(proto.graph.output[0])
 
 
+def _ort(path):
+    """An .ort file is a flatbuffer the onnx package cannot read: its I/O as onnxruntime reports them."""
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dtypes = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+
+    def spec(v):
+        return _spec(v.name, dtypes.get(v.type, v.type), [d if isinstance(d, int) else None for d in v.shape])
+
+    return spec(session.get_inputs()[0]), spec(session.get_outputs()[0])
+
+
 def _tflite(path):
     from pipeline.runtimes import TFLiteRunner
     runner = TFLiteRunner("spec", path, 1)
@@ -38,4 +50,4 @@ def _keras(path):
 
 def of(row, path):
     """(input spec, output spec) of the artifact at `path` (a pipeline.artifacts row)."""
-    return {"onnx": _onnx, "tflite": _tflite}.get(row.format, _keras)(path)
+    return {"onnx": _onnx, "ort": _ort, "tflite": _tflite}.get(row.format, _keras)(path)

@@ -2,7 +2,7 @@
 the benchmarks all read it. Adding a kind = one row here and its builder in export/.
 
 Columns:
-  format         keras | saved_model | onnx | tflite (the runtime family that runs it)
+  format         keras | saved_model | onnx | ort | tflite (the file format; ort: ONNX Runtime's flatbuffer)
   precision      what the weights/activations compute in
   kind           float | int8: which accuracy gates apply ([gates] max_drop_pp_<kind>, min_agreement_<kind>)
   file           file (or folder) name beside manifest.json
@@ -12,7 +12,7 @@ Columns:
   deterministic  re-export of the same checkpoint writes the same bytes (benchmarks/export_time.py,
                  tests/test_export.py). SavedModel: per fresh process. ONNX: tf2onnx sometimes leaves
                  Flatten's reshape target as a subgraph (same outputs, other bytes). QAT trains for a
-                 wall-clock budget.
+                 wall-clock budget. ORT format: the same ONNX converts to other bytes run to run.
   mobile         shipped in the mobile bundle (export.mobile) under this key
   layer_error    the tool export measures its per-layer quantization error with (export.layer_error):
                  onnx | tflite | "" (none)
@@ -27,6 +27,13 @@ Columns:
   ort_mobile     export records how much of it ONNX Runtime Mobile's NNAPI / Core ML providers take
                  (pipeline.ort_mobile) and evaluate gates it (gates.ort_mobile_<kind>)
   batch          the file's fixed batch size (a phone's models: 1, no runtime-shape op); 0 = dynamic (servers)
+  metadata       TFLite Model Metadata inside (export.tflite_export: name, version, license, RGB input with
+                 its normalisation, labels as TENSOR_AXIS_LABELS), written in the mobile environment
+  clients        the app-side clients evaluate also scores the file through, each a report row NAME@CLIENT
+                 gated on top-1 agreement with the file's own runtime: mediapipe (MediaPipe Tasks'
+                 ImageClassifier, the C++ task Android, iOS and web apps run)
+  ops_config     a file the builder writes beside `file`: onnxruntime's required-operators config, from which a
+                 reduced-operator ORT Mobile build is compiled; in the manifest entry and the mobile bundle with it
 This module imports nothing heavy: the config checks formats against it.
 """
 from dataclasses import dataclass
@@ -55,6 +62,9 @@ class Kind:
     default: bool = True
     batch: int = 0
     ort_mobile: bool = False
+    metadata: bool = False
+    clients: tuple = ()
+    ops_config: str = ""
 
 
 _TF = dict(runtime="tensorflow")
@@ -62,6 +72,7 @@ _ORT = dict(runtime="onnxruntime", profiler="onnxruntime")
 _LITE = dict(runtime="litert", one_at_a_time=True, mobile_checks=True, needs="saved_model",
              builder="export.tflite_export:build")
 _INT8 = dict(parity="min_parity_int8", compute="int8")
+_PHONE_LITE = dict(metadata=True, clients=("mediapipe",))
 
 _ROWS = (
     Kind("keras", "keras", "fp32", "float", "model_fp32.h5", "export.savedmodel:build_keras", counts_flops=True, **_TF),
@@ -80,19 +91,32 @@ _ROWS = (
          parity="min_parity_qat", deterministic=False, integer_io=True, compute="int8", default=False,
          **{**_LITE, "needs": "", "builder": "export.qat:build"}),
     # What a phone gets (the mobile bundle): batch 1 fixed, no runtime-shape op.
-    Kind("tflite_fp16_b1", "tflite", "fp16", "float", "model_fp16_b1.tflite", mobile="fp16", batch=1,
+    Kind("tflite_fp16_b1", "tflite", "fp16", "float", "model_fp16_b1.tflite", mobile="fp16", batch=1, **_PHONE_LITE,
          **{**_LITE, "needs": "", "builder": "export.tflite_export:build_static"}),
     Kind("tflite_int8_b1", "tflite", "int8", "int8", "model_int8_b1.tflite", mobile="int8", batch=1, integer_io=True,
+         **_PHONE_LITE,
          **{**_LITE, **_INT8, "needs": "", "builder": "export.tflite_export:build_static"}),
     Kind("onnx_fp32_b1", "onnx", "fp32", "float", "model_fp32_b1.onnx", "export.onnx_export:build_static",
          needs="onnx_fp32", deterministic=False, mobile="onnx_fp32", batch=1, ort_mobile=True, **_ORT),
     Kind("onnx_int8_b1", "onnx", "int8", "int8", "model_int8_b1.onnx", "export.onnx_export:build_static",
          needs="onnx_int8", deterministic=False, mobile="onnx_int8", batch=1, ort_mobile=True, **_INT8, **_ORT),
+    # ONNX Runtime Mobile's own format, from the b1 ONNX (export.ort_export); its ort_mobile coverage is the ONNX's.
+    Kind("ort_fp32_b1", "ort", "fp32", "float", "model_fp32_b1.ort", "export.ort_export:build", needs="onnx_fp32_b1",
+         deterministic=False, mobile="ort_fp32", batch=1,
+         ops_config="model_fp32_b1.required_operators.with_runtime_opt.config", **_ORT),
+    Kind("ort_int8_b1", "ort", "int8", "int8", "model_int8_b1.ort", "export.ort_export:build", needs="onnx_int8_b1",
+         deterministic=False, mobile="ort_int8", batch=1,
+         ops_config="model_int8_b1.required_operators.with_runtime_opt.config", **_INT8, **_ORT),
 )
 
 ARTIFACTS = {row.name: row for row in _ROWS}
 REFERENCE = "keras"  # the artifact every other one is compared with
 DEFAULT_FORMATS = [row.name for row in _ROWS if row.default]
+
+
+def of_row(row):
+    """The kind of a report row: its own name, or for a client's row (NAME@CLIENT) the artifact it ran."""
+    return get(row.get("artifact", row["name"]))
 
 
 def get(name):

@@ -8,6 +8,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from pipeline.errors import storage_error
+
 
 @contextlib.contextmanager
 def atomic_path(final, suffix=""):
@@ -27,8 +29,57 @@ def atomic_path(final, suffix=""):
             publish_dir(target, final)  # a folder: swapped in one step, the old one kept until then
         else:
             os.replace(target, final)
+    except OSError as exc:  # a full disk mid-write: name the file the user asked for, not our temp path
+        error = storage_error(exc, final)
+        if error is None:
+            raise
+        raise error from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable_dir(folder):
+    """Refuse (PipelineError, before any work) an output folder that cannot be made or written: a file in
+    its place or above it, a read-only disk, no permission. Creates nothing: a temp file is written and removed
+    in the folder, or in its nearest existing parent when it does not exist yet."""
+    from pipeline.errors import PipelineError
+    folder = probe = Path(folder)
+    while not (probe.exists() or probe.is_symlink()) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise PipelineError(f"{folder}: output folder is not writable ({probe} is not a folder); nothing was "
+                            "written")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise PipelineError(f"{folder}: output folder is not writable ({exc.strerror or exc}); nothing was "
+                            "written") from None
+
+
+def check_free_space(folder, needed, what):
+    """Refuse (PipelineError) to start writing `what` (about `needed` bytes) into `folder` with less free space
+    than twice that: HDF5 writing onto a full disk leaves its library in a state that crashes the process
+    (SIGSEGV at exit), so checkpoints are not left to find out."""
+    from pipeline.errors import PipelineError
+    free = shutil.disk_usage(folder).free
+    if free < 2 * needed:
+        raise PipelineError(f"{folder}: only {free:,} bytes free on its disk, {what} needs about {needed:,}; "
+                            "free some space (nothing was written)")
+
+
+def read_capped(f, cap, chunk=1 << 20):
+    """The bytes of file object `f`, or None if it holds more than `cap`. Read in chunks, so the cap counts
+    bytes actually read: one zipfile read() of a member whose header understates its size decompresses the
+    whole member into memory first (a 1 MB zip stating 1 KB held 1 GB)."""
+    parts, size = [], 0
+    while size <= cap:
+        block = f.read(min(chunk, cap + 1 - size))
+        if not block:
+            return b"".join(parts)
+        parts.append(block)
+        size += len(block)
+    return None
 
 
 def write_bytes(final, data: bytes):
@@ -162,8 +213,13 @@ def check_replaceable(folder, marker_name):
 def staging_dir(final, kind="staging"):
     """A new hidden folder beside `final` to build the next version of it in."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.{kind}-{os.getpid()}-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.{kind}-{os.getpid()}-", dir=final.parent))
+    except OSError as exc:  # a file where a folder should be, a read-only disk, no permission
+        from pipeline.errors import PipelineError
+        raise PipelineError(f"{final.parent}: cannot write there ({exc.strerror or exc}); nothing was "
+                            "written") from None
 
 
 def publish_dir(staging, final):

@@ -11,19 +11,24 @@ model is built from that config (it keeps the file's layer names, which per-laye
 with every dtype policy float32, and the file's weights are loaded into it: a model trained under
 mixed_bfloat16 comes out float32, and NaN or infinite weights are refused.
 """
+import contextlib
 import functools
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import read_capped
 from pipeline.errors import PipelineError, first_line
 from pipeline.model import INPUT_SHAPE, PRESETS, build_preset
 
 RESOLVED = "config.resolved.json"
 RUN_MARKER = "run.json"  # train's run marker (train.run_folder): the folder is a training run
 CONFIG_CAP = 4 << 20  # bytes: the seed model's config is ~60 KB
+WEIGHTS_CAP = 64 << 20  # bytes a checkpoint's weights may take, in its file or as its datasets declare: seed's are 3.2 MB
+WEIGHTS_MEMBER = "model.weights.h5"  # where a .keras archive keeps them
 LAYER_KEYS = ("filters", "kernel_size", "strides", "padding", "use_bias", "units", "activation", "pool_size",
               "scale", "offset", "axis", "center")
 LAYER_CLASSES = ("InputLayer", "Rescaling", "Conv2D", "BatchNormalization", "Activation", "Add",
@@ -86,8 +91,8 @@ def _read_config(path):
             raw = raw.encode() if isinstance(raw, str) else bytes(raw)
         else:
             with zipfile.ZipFile(path) as zf, zf.open("config.json") as member:
-                raw = member.read(CONFIG_CAP + 1)  # the cap counts bytes read, not what the header says
-        if len(raw) > CONFIG_CAP:
+                raw = read_capped(member, CONFIG_CAP)  # the cap counts bytes read, not what the header says
+        if raw is None or len(raw) > CONFIG_CAP:
             raise ValueError(f"model config larger than {CONFIG_CAP >> 20} MB")
         config = json.loads(raw)
         if not isinstance(config, dict) or not isinstance(config.get("config", {}).get("layers"), list):
@@ -95,6 +100,38 @@ def _read_config(path):
         return config
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError) as exc:
         raise PipelineError(f"{path}: cannot load as a Keras model ({first_line(exc)})") from None
+
+
+@contextlib.contextmanager
+def _weights_file(path):
+    """The HDF5 file of the checkpoint's weights: the .h5 itself, or the .keras archive's model.weights.h5 read
+    out with the byte cap into a temp file (so Keras never decompresses more than that), refused unless every
+    dataset in it declares, all together, at most WEIGHTS_CAP bytes: Keras reads a stored weight whole before
+    comparing its shape, and 400 KB of compressed zeros can declare a 40 GB one."""
+    import h5py
+    with tempfile.TemporaryDirectory(prefix="cifar-edge-weights-") as tmp:
+        weights = path
+        if path.suffix == ".keras":
+            try:
+                with zipfile.ZipFile(path) as zf, zf.open(WEIGHTS_MEMBER) as member:
+                    data = read_capped(member, WEIGHTS_CAP)
+            except (OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+                raise PipelineError(f"{path}: cannot read its {WEIGHTS_MEMBER} ({first_line(exc)})") from None
+            if data is None:
+                raise PipelineError(f"{path}: its {WEIGHTS_MEMBER} holds more than {WEIGHTS_CAP:,} bytes; refused")
+            weights = Path(tmp) / WEIGHTS_MEMBER  # Keras picks the format from the name
+            weights.write_bytes(data)
+        declared = []
+        try:
+            with h5py.File(weights, "r") as f:
+                f.visititems(lambda name, obj: declared.append(obj.size * obj.dtype.itemsize)
+                             if isinstance(obj, h5py.Dataset) else None)
+        except (OSError, ValueError) as exc:
+            raise PipelineError(f"{path}: cannot read its weights ({first_line(exc)})") from None
+        if sum(declared) > WEIGHTS_CAP:
+            raise PipelineError(f"{path}: its weights declare {sum(declared):,} bytes, over the {WEIGHTS_CAP:,}-byte "
+                                "cap; refused before reading them")
+        yield weights
 
 
 def declared_preset(path):
@@ -170,10 +207,12 @@ def load(path):
         model = keras.Model.from_config(_float32_config(config["config"]))
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a config it cannot build
         raise PipelineError(f"{path}: cannot build its {preset!r} architecture ({first_line(exc)})") from None
-    try:
-        model.load_weights(path)
-    except Exception as exc:  # Keras raises many kinds for bad files; the first line says why
-        raise PipelineError(f"{path}: cannot load its weights into the {preset!r} preset ({first_line(exc)})") from None
+    with _weights_file(path) as weights:
+        try:
+            model.load_weights(weights)
+        except Exception as exc:  # Keras raises many kinds for bad files; the first line says why
+            raise PipelineError(f"{path}: cannot load its weights into the {preset!r} preset "
+                                f"({first_line(exc)})") from None
     if any(not np.all(np.isfinite(w)) for w in model.get_weights()):
         raise PipelineError(f"{path}: holds NaN or infinite weights")
     return model, preset

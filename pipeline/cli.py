@@ -6,8 +6,9 @@ from pipeline.errors import fail_cleanly
 
 
 def _cmd_eval_data(args):
-    from pipeline import evalset
+    from pipeline import atomic, evalset
     from pipeline.data import resolve_source
+    atomic.check_writable_dir(args.out)  # before the whole source is read
     n_test, n_calib, n_parity = evalset.build(resolve_source(args.source), args.out)
     print(f"wrote {n_test} test, {n_calib} calibration and {n_parity} parity images to {args.out}/")
 
@@ -43,13 +44,14 @@ def _cmd_config(args):
 def _cmd_artifacts(args):
     from pipeline.artifacts import ARTIFACTS
     print("| kind | format | runtime | precision | compute | gates | file | converted from | parity gate "
-          "| same bytes on re-export | mobile bundle | mobile checks | integer I/O | per-layer error | profiler "
-          "| default |\n" + "| --- " * 16 + "|")
+          "| same bytes on re-export | mobile bundle | mobile checks | integer I/O | metadata | app clients "
+          "| per-layer error | profiler | default |\n" + "| --- " * 18 + "|")
     yes = lambda v: "yes" if v else "-"  # noqa: E731
     for r in ARTIFACTS.values():
         print(f"| `{r.name}` | {r.format} | {r.runtime} | {r.precision} | {r.compute} | {r.kind} | `{r.file}` "
               f"| {r.needs or 'checkpoint'} | `gates.{r.parity}` | {'yes' if r.deterministic else 'no'} "
-              f"| {r.mobile or '-'} | {yes(r.mobile_checks)} | {yes(r.integer_io)} | {r.layer_error or '-'} "
+              f"| {r.mobile or '-'} | {yes(r.mobile_checks)} | {yes(r.integer_io)} | {yes(r.metadata)} "
+              f"| {', '.join(r.clients) or '-'} | {r.layer_error or '-'} "
               f"| {r.profiler or '-'} | {yes(r.default)} |")
 
 

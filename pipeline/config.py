@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline import atomic
 from pipeline.artifacts import ARTIFACTS, DEFAULT_FORMATS
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "pipeline.toml"
@@ -191,6 +191,9 @@ class Gates:
                                 "int8 ONNX kinds a phone gets: the same; Core ML has no QuantizeLinear / "
                                 "DequantizeLinear, so a QDQ model runs on it in 33 pieces (22% of the nodes)",
                                 choices=("nnapi", "coreml_neuralnetwork", "coreml_mlprogram"))
+    min_agreement_client: float = key(0.999, "app clients (the artifact table's clients column, e.g. MediaPipe Tasks): "
+                                             "top-1 agreement with the file's own runtime (LiteRT) on the same images",
+                                      low=0, high=1)
     max_regression_pp: float = key(0.3, "--baseline: allowed accuracy loss per artifact vs the baseline (pp)",
                                    low=0, high=100)
 
@@ -345,8 +348,8 @@ def read_toml(path):
             return tomllib.load(f)
     except FileNotFoundError:
         raise PipelineError(f"{path}: config file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: invalid TOML ({exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise PipelineError(f"{path}: invalid TOML ({first_line(exc)})") from None
     except OSError as exc:  # a folder, no permission, ...
         raise PipelineError(f"{path}: cannot read config ({exc.strerror or exc})") from None
 
@@ -359,8 +362,8 @@ def read_json(path):
             return json.loads(f.read().decode())
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PipelineError(f"{path}: not readable JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise PipelineError(f"{path}: not readable JSON ({first_line(exc)})") from None
 
 
 def from_dict(raw, where="config"):

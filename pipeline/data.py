@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from pipeline import atomic
+from pipeline import atomic, images as images_mod
 from pipeline.errors import PipelineError, first_line
 from pipeline.model import CLASSES
 from pipeline.safe_pickle import safe_loads
@@ -69,18 +69,24 @@ def _safe_member(name, source):
 
 
 class _Budget:
-    """Refuses a member over MAX_MEMBER_BYTES, or a source expanding past MAX_SOURCE_BYTES, before reading it."""
+    """Refuses a member over MAX_MEMBER_BYTES, or a source expanding past MAX_SOURCE_BYTES. A member's header is
+    checked before it is read, and the bytes actually read are counted: a header can understate its member."""
 
     def __init__(self, source):
         self.source, self.total = source, 0
 
-    def take(self, name, size):
-        if size > MAX_MEMBER_BYTES:
-            raise PipelineError(f"{self.source}: member {name} is {size:,} bytes, over the "
-                                f"{MAX_MEMBER_BYTES:,}-byte cap per file; refused")
-        self.total += size
+    def read(self, name, stated, f):
+        """The member's bytes from file object `f`, `stated` being the size its header gives."""
+        cap = f"over the {MAX_MEMBER_BYTES:,}-byte cap per file; refused"
+        if stated > MAX_MEMBER_BYTES:
+            raise PipelineError(f"{self.source}: member {name} is {stated:,} bytes, {cap}")
+        data = atomic.read_capped(f, MAX_MEMBER_BYTES)
+        if data is None:
+            raise PipelineError(f"{self.source}: member {name} holds more than its header's {stated:,} bytes, {cap}")
+        self.total += len(data)
         if self.total > MAX_SOURCE_BYTES:
             raise PipelineError(f"{self.source}: expands past {MAX_SOURCE_BYTES:,} bytes; refused")
+        return data
 
 
 def iter_members(source: Path):
@@ -90,8 +96,9 @@ def iter_members(source: Path):
         for f in sorted(source.rglob("*")):
             if f.is_file():
                 rel = f.relative_to(source).as_posix()
-                budget.take(rel, f.stat().st_size)
-                yield PurePosixPath(rel), f.read_bytes()
+                with atomic.open_regular(f) as fh:
+                    data = budget.read(rel, os.fstat(fh.fileno()).st_size, fh)
+                yield PurePosixPath(rel), data
         return
     name = source.name.lower()
     if name.endswith(".zip"):
@@ -104,8 +111,9 @@ def iter_members(source: Path):
                         raise PipelineError(f"{source}: archive member {info.filename!r} is a link; refused")
                     if not info.is_dir():
                         member = _safe_member(info.filename, source)
-                        budget.take(info.filename, info.file_size)  # zipfile reads no more than this
-                        yield member, zf.read(info)
+                        with zf.open(info) as fh:
+                            data = budget.read(info.filename, info.file_size, fh)
+                        yield member, data
         # bad CRC / truncated data, encrypted or unsupported compression
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
             raise PipelineError(f"{source}: corrupt zip archive ({first_line(exc)})") from None
@@ -124,8 +132,7 @@ def iter_members(source: Path):
                         raise PipelineError(f"{source}: archive member {m.name!r} is a link; refused")
                     if m.isfile():
                         member = _safe_member(m.name, source)
-                        budget.take(m.name, m.size)
-                        yield member, tf.extractfile(m).read()
+                        yield member, budget.read(m.name, m.size, tf.extractfile(m))
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
                 raise PipelineError(f"{source}: corrupt tar archive ({first_line(exc)})") from None
         return
@@ -136,7 +143,7 @@ def iter_members(source: Path):
 
 def _decode_image(data: bytes, where: str) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with images_mod.opened(io.BytesIO(data)) as im:
             if im.size != (32, 32):  # known from the header: nothing larger is ever decoded
                 raise PipelineError(f"{where}: image is {im.size[0]}x{im.size[1]}, expected 32x32")
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -149,38 +156,46 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
     return arr
 
 
-def _find_split_root(paths, source):
-    """The prefix under which `train/` and/or `test/` live (archives often add a top folder)."""
-    for p in paths:
-        for i, part in enumerate(p.parts[:-2]):
-            if part in SPLITS:
-                return PurePosixPath(*p.parts[:i])
-    raise PipelineError(f"{source}: no train/<class>/ or test/<class>/ image folders found")
+def _split_root(p):
+    """The folder above the first train/ or test/ part of `p` that has a class folder below it, or None."""
+    for i, part in enumerate(p.parts[:-2]):
+        if part in SPLITS:
+            return PurePosixPath(*p.parts[:i])
+    return None
 
 
 def _load_image_folder(source: Path, splits, progress=True):
-    # Hidden files (.DS_Store, ._foo) are skipped; anything else inside a class folder must decode.
-    members = [(p, data) for p, data in iter_members(source) if not p.name.startswith(".")]
-    root = _find_split_root([p for p, _ in members], source)
+    """Decoded as it is read, in one pass: only the 32x32 arrays are kept, never the members' bytes (a 2 MB
+    .tar.gz of zero-filled members expands to gigabytes; the first one fails to decode). The split root is
+    the folder above the first train/ or test/ with a class folder (archives often add a top folder).
+    Hidden files (.DS_Store, ._foo) are skipped; anything else inside a class folder must decode."""
+    root, near_root, found, t0 = None, [], {s: ([], []) for s in splits}, time.time()
+    for p, data in iter_members(source):
+        if p.name.startswith("."):
+            continue
+        if p.parent.name in SPLITS:
+            near_root.append(p)  # a file directly in train/ or test/: refused below once the root is known
+        root = _split_root(p) if root is None else root
+        for split in splits:
+            if root is not None and p.parent.parent == root / split:
+                cls = p.parent.name
+                if cls not in CLASSES:
+                    raise PipelineError(f"{source}: unknown class folder {split}/{cls}/ (known: {', '.join(CLASSES)})")
+                images, labels = found[split]
+                images.append(_decode_image(data, f"{source}:{p}"))
+                labels.append(CLASSES.index(cls))
+                if progress and len(labels) % 10000 == 0:
+                    print(f"  decoded {len(labels)} {split} images ({time.time() - t0:.1f}s)", flush=True)
+    if root is None:
+        raise PipelineError(f"{source}: no train/<class>/ or test/<class>/ image folders found")
     out = {}
     for split in splits:
-        prefix = root / split
-        images, labels = [], []
-        chosen = [(p, d) for p, d in members if p.parent.parent == prefix]
-        stray = [p for p, _ in members if p.parent == prefix]
+        stray = [p for p in near_root if p.parent == root / split]
         if stray:
             raise PipelineError(f"{source}: file {stray[0]} sits directly in {split}/, expected {split}/<class>/")
-        if not chosen:
+        images, labels = found[split]
+        if not labels:
             raise PipelineError(f"{source}: split {split!r} is missing or empty")
-        t0 = time.time()
-        for n, (p, data) in enumerate(chosen):
-            cls = p.parent.name
-            if cls not in CLASSES:
-                raise PipelineError(f"{source}: unknown class folder {split}/{cls}/ (known: {', '.join(CLASSES)})")
-            images.append(_decode_image(data, f"{source}:{p}"))
-            labels.append(CLASSES.index(cls))
-            if progress and (n + 1) % 10000 == 0:
-                print(f"  decoded {n + 1}/{len(chosen)} {split} images ({time.time() - t0:.1f}s)", flush=True)
         out[split] = Split(np.stack(images), np.asarray(labels, dtype=np.int64))
     return out
 

@@ -1,5 +1,7 @@
 """One error type for every expected failure, and a main() wrapper that prints it on one line."""
+import errno
 import functools
+import os
 import re
 import signal
 import sys
@@ -23,6 +25,20 @@ def printable(text):
 
 class PipelineError(Exception):
     """An expected failure the user can fix: bad input, missing file, failed gate."""
+
+
+# A full disk, a read-only folder, no permission: the machine's state, not a bug, and the user can fix it.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def storage_error(exc, path=None):
+    """For an OSError of STORAGE_ERRNOS, a PipelineError naming `path` (a writer's final file: it writes a temp
+    path, so that file is unchanged), else the file the OSError names; None for any other exception."""
+    if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
+        return None
+    if path is not None:
+        return PipelineError(f"{path}: cannot write it ({os.strerror(exc.errno)}); nothing was written")
+    return PipelineError(f"{exc.filename or 'a file'}: {os.strerror(exc.errno)}")
 
 
 class Terminated(KeyboardInterrupt):
@@ -53,8 +69,9 @@ def terminate_like_interrupt(main):
 
 
 def fail_cleanly(main):
-    """Run `main`; a PipelineError becomes one line on stderr and exit status 1, an unexpected
-    exception one line that says it is an internal error and where its trace was written (exit 2).
+    """Run `main`; a PipelineError (or a full disk, a read-only folder: STORAGE_ERRNOS) becomes one line on stderr
+    and exit status 1, an unexpected exception one line that says it is an internal error and where its trace
+    was written (exit 2).
     Every line is printed through `printable`: no control character of a file name reaches the terminal."""
 
     def say(text):
@@ -68,7 +85,6 @@ def fail_cleanly(main):
             say(f"error: {exc}")
             sys.exit(1)
         except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
-            import os
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(141)
         except Terminated:
@@ -78,6 +94,9 @@ def fail_cleanly(main):
             say("error: interrupted")
             sys.exit(130)
         except Exception as exc:  # a bug of ours, not the user's input: say so, keep the trace
+            if storage_error(exc) is not None:  # ...unless a disk filled up or is read-only where no writer named it
+                say(f"error: {storage_error(exc)}")
+                sys.exit(1)
             import tempfile
             import traceback
             with tempfile.NamedTemporaryFile("w", prefix="cifar-edge-trace-", suffix=".txt", delete=False) as f:

@@ -10,7 +10,10 @@ variables (SAVER_OPS: SaveV2, RestoreV2, MergeV2Checkpoints, ...) are allowed on
 functions the meta graph's saver_def calls and that nothing else reaches, so a signature cannot
 write or delete files through them. An ONNX model's nodes (the graph, its subgraphs and local
 functions) are checked the same way against ONNX_OPS before an onnxruntime session is made;
-tensor data stored in an external file is refused too (our exports keep every weight inside).
+tensor data stored in an external file is refused too (our exports keep every weight inside). An
+.ort file (ONNX Runtime's flatbuffer) is read with the flatbuffer classes onnxruntime ships and checked
+the same way: its graph's nodes and subgraphs, and the ops its saved runtime optimizations would
+create (ORT_REPLAY_OPS besides ONNX_OPS), since the runner replays them.
 
 Anything not on a list is refused with one line naming the file and the op. The lists are what
 our real export contains (derived with TensorFlow 2.21, tf2onnx 1.17, onnxruntime 1.32): export
@@ -60,6 +63,8 @@ ONNX_OPS = frozenset({("", op) for op in (
     "GlobalAveragePool", "ReduceMean", "Flatten", "Gather")}  # pooling and flattening: pure math a classifier may use
     | {("com.microsoft", op) for op in ("QGemm", "QLinearAdd", "QLinearAveragePool", "QLinearMul",
                                         "QLinearGlobalAveragePool")})
+# What an .ort file's saved runtime optimizations add (export.ort_export): Conv + Relu fused.
+ORT_REPLAY_OPS = frozenset({("com.microsoft", "FusedConv")})
 
 
 def _why(op):
@@ -225,3 +230,83 @@ def check_onnx(path):
             if t.data_location == TensorProto.EXTERNAL:
                 raise PipelineError(f"{path}: tensor {t.name!r} keeps its data in an external file; refused "
                                     "(an exported model holds its weights inside)")
+
+
+# ---------------------------------------------------------------- ORT format (.ort)
+
+def _read_ort(path):
+    from onnxruntime.tools import ort_format_model  # noqa: F401 - puts its flatbuffer classes on sys.path
+    from ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
+    data = bytearray(Path(path).read_bytes())
+    if not InferenceSession.InferenceSessionBufferHasIdentifier(data, 0):
+        raise PipelineError(f"{path}: not an ORT format model (no ORT flatbuffer identifier)")
+    return InferenceSession.GetRootAsInferenceSession(data, 0).Model().Graph()
+
+
+def _ort_graphs(graph, where="the graph"):
+    """(graph, where) for the main graph and every node attribute subgraph in it."""
+    from ort_flatbuffers_py.fbs.AttributeType import AttributeType
+    yield graph, where
+    for i in range(graph.NodesLength()):
+        node = graph.Nodes(i)
+        for j in range(node.AttributesLength()):
+            attr = node.Attributes(j)
+            subgraphs = [attr.G()] if attr.Type() == AttributeType.GRAPH else \
+                [attr.Graphs(k) for k in range(attr.GraphsLength())] if attr.Type() == AttributeType.GRAPHS else []
+            for sub in subgraphs:
+                yield from _ort_graphs(sub, f"a subgraph of node {node.Name().decode()}")
+
+
+def _ort_graph_ops(graph, where):
+    """(domain, op_type, where) of the graph's nodes and of the nodes its saved optimizations would create."""
+    out = [(graph.Nodes(i).Domain().decode(), graph.Nodes(i).OpType().decode(), where)
+           for i in range(graph.NodesLength())]
+    saved = graph.RuntimeOptimizations()
+    for i in range(saved.RecordsLength() if saved else 0):
+        entry = saved.Records(i)
+        for j in range(entry.RuntimeOptimizationRecordsLength()):
+            record = entry.RuntimeOptimizationRecords(j)
+            for k in range(record.ProducedOpIdsLength()):  # "domain:op_type:since_version"
+                domain, op, _ = record.ProducedOpIds(k).decode().split(":")
+                out.append((domain, op, f"saved optimization {entry.OptimizerName().decode()} of {where}"))
+    return out
+
+
+def _ort_external(graph):
+    """Names of the graph's initializers whose data lives in an external file."""
+    tensors = [graph.Initializers(i) for i in range(graph.InitializersLength())]
+    for i in range(graph.SparseInitializersLength()):
+        tensors += [graph.SparseInitializers(i).Values(), graph.SparseInitializers(i).Indices()]
+    return [t.Name().decode() for t in tensors if t is not None and t.ExternalDataOffset() >= 0]
+
+
+def _ort_content(path):
+    """([(domain, op_type, where)], [external tensor names]) of an .ort file; domain "" = ai.onnx."""
+    ops, external = [], []
+    try:
+        for graph, where in _ort_graphs(_read_ort(path)):
+            ops += [("" if d == "ai.onnx" else d, op, w) for d, op, w in _ort_graph_ops(graph, where)]
+            external += _ort_external(graph)
+    except PipelineError:
+        raise
+    except Exception as exc:  # a damaged flatbuffer fails in struct / index / decoding code
+        raise PipelineError(f"{path}: not a readable ORT format model ({type(exc).__name__})") from None
+    return ops, external
+
+
+def ort_ops(path):
+    """{(domain, op_type): count} over an .ort file's graphs and the ops its saved optimizations create."""
+    import collections
+    return dict(collections.Counter((domain, op) for domain, op, _ in _ort_content(path)[0]))
+
+
+def check_ort(path):
+    """Refuse an .ort file with an op outside ONNX_OPS | ORT_REPLAY_OPS, or external tensor data (PipelineError)."""
+    ops, external = _ort_content(path)
+    found = [(f"{domain}.{op}" if domain else op, where) for domain, op, where in ops
+             if (domain, op) not in ONNX_OPS | ORT_REPLAY_OPS]
+    if found:
+        _refuse(path, found)
+    if external:
+        raise PipelineError(f"{path}: tensor {external[0]!r} keeps its data in an external file; refused "
+                            "(an exported model holds its weights inside)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, images, manifest, runtimes
+from pipeline import artifacts, config, console, images, manifest, runtimes
 from pipeline.errors import PipelineError, printable
 
 HELP = "classify PNG/JPEG images (files or folders) with an exported artifact"
@@ -128,6 +128,10 @@ def run(args):
     data = manifest.read(manifest_path)
     entry = manifest.find(data, args.artifact)
     labels = manifest.read_labels(manifest_path, data)
+    if artifacts.get(entry["name"]).runtime == "tensorflow":  # its start-up lines hidden, as every stage hides them
+        console.start_tensorflow(args.verbose, (args.threads, args.threads))
+    else:
+        console.VERBOSE[0] = args.verbose  # console.quiet_native: LiteRT's native INFO line only with --verbose
     classifier = load_classifier(manifest_path, entry, args.threads)
 
     def progress(done, total):

@@ -11,7 +11,7 @@ in its own process (see evaluate/worker.py). export (parity) and predict use the
 """
 import numpy as np
 
-from pipeline import artifacts
+from pipeline import artifacts, console
 from pipeline.errors import PipelineError, first_line
 
 # pipeline.model.INPUT_SHAPE, repeated so the onnxruntime and LiteRT workers never import Keras.
@@ -74,18 +74,36 @@ class SavedModelRunner:
         return np.asarray(next(iter(out.values())), dtype=np.float32)
 
 
+def ort_session_options(fmt, threads):
+    """onnxruntime SessionOptions for an artifact of format `fmt` (onnx | ort) at `threads` intra-op threads.
+    An .ort file's saved runtime optimizations (export.ort_export: its QDQ -> QLinear* and Conv + Relu
+    fusions) are replayed, as the phone app does: without them its int8 model runs as float Conv between
+    Q/DQ pairs. onnxruntime replays them only when asked, "for trusted models": ours is sha256-checked
+    against the manifest and graph_ops.check_ort has checked the ops the replay creates."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    if fmt == "ort":
+        opts.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
+    return opts
+
+
 class OnnxRunner:
     """onnxruntime InferenceSession on the CPU provider with an explicit thread count."""
 
+    format = "onnx"
+
+    def _check_ops(self, path):
+        from pipeline import graph_ops
+        graph_ops.check_onnx(path)
+
     def __init__(self, name, path, threads):
         import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        from pipeline import graph_ops
-        graph_ops.check_onnx(path)  # its ops, read from the file before a session is made
+        opts = ort_session_options(self.format, threads)
+        self._check_ops(path)  # its ops, read from the file before a session is made
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -101,16 +119,28 @@ class OnnxRunner:
         return self.session.run(None, {self._input: images.astype(np.float32)})[0].astype(np.float32)
 
 
+class OrtRunner(OnnxRunner):
+    """An .ort file (ONNX Runtime's flatbuffer format) in the same InferenceSession, its saved runtime
+    optimizations replayed (ort_session_options)."""
+
+    format = "ort"
+
+    def _check_ops(self, path):
+        from pipeline import graph_ops
+        graph_ops.check_ort(path)  # read from the flatbuffer itself, as check_onnx reads an ONNX file
+
+
 class TFLiteRunner:
     """LiteRT Interpreter (XNNPACK by default) with num_threads; uint8/int8 I/O via its quantization params."""
 
     def __init__(self, name, path, threads):
         from ai_edge_litert.interpreter import Interpreter
         self.name = name
-        try:
-            # threads 0 = LiteRT's own default
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
-            self.interpreter.allocate_tensors()
+        try:  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++ (no setting hides it)
+            with console.quiet_native():
+                # threads 0 = LiteRT's own default
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
+                self.interpreter.allocate_tensors()
         except Exception as exc:
             raise PipelineError(f"{name}: LiteRT cannot load {path} ({first_line(exc)})") from None
         inp, = self.interpreter.get_input_details()
@@ -128,7 +158,8 @@ class TFLiteRunner:
     def _resize(self, batch):
         if batch != self._batch:
             self.interpreter.resize_tensor_input(self._in["index"], [batch, *INPUT_SHAPE])
-            self.interpreter.allocate_tensors()
+            with console.quiet_native():
+                self.interpreter.allocate_tensors()
             self._batch = batch
 
     def _quantize(self, images):
@@ -155,7 +186,44 @@ class TFLiteRunner:
         return self._dequantize(self.interpreter.get_tensor(self._out["index"]))
 
 
-RUNNERS = {"keras": KerasRunner, "saved_model": SavedModelRunner, "onnx": OnnxRunner, "tflite": TFLiteRunner}
+class MediaPipeRunner:
+    """MediaPipe Tasks' ImageClassifier, the C++ task Android, iOS and web apps run, on a .tflite with
+    metadata: it reads the input's normalisation and the class names from the file, as an app does. Runs
+    in the mobile environment (pipeline/mobile_env.py), one image at a time, on its own threads."""
+
+    batchable = False
+
+    def __init__(self, name, path, threads):
+        try:
+            import mediapipe
+            from mediapipe.tasks.python import BaseOptions, vision
+        except ImportError:
+            raise PipelineError(f"{name}: MediaPipe is not in this environment (its client runs in the mobile "
+                                "environment: make venv-mobile)") from None
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)),
+                                                max_results=NUM_CLASSES)  # every class's score
+        try:
+            self._classifier = vision.ImageClassifier.create_from_options(options)
+        except Exception as exc:  # noqa: BLE001 - MediaPipe raises RuntimeError/ValueError with the reason
+            raise PipelineError(f"{name}: MediaPipe's ImageClassifier refuses {path} ({first_line(exc)})") from None
+        self._image = lambda x: mediapipe.Image(image_format=mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(x))
+        self.class_names = None  # by class index, as the model's metadata names them
+
+    def predict(self, images):
+        probs, names = np.zeros((len(images), NUM_CLASSES), np.float32), [""] * NUM_CLASSES
+        for i, image in enumerate(images):
+            for c in self._classifier.classify(self._image(image)).classifications[0].categories:
+                probs[i, c.index], names[c.index] = c.score, c.category_name
+        self.class_names = names
+        return probs
+
+    def close(self):
+        self._classifier.close()  # else its dispatcher fails at interpreter exit
+
+
+RUNNERS = {"keras": KerasRunner, "saved_model": SavedModelRunner, "onnx": OnnxRunner, "ort": OrtRunner,
+           "tflite": TFLiteRunner}
+CLIENTS = {"mediapipe": MediaPipeRunner}  # the app-side clients (the table's `clients` column)
 
 
 def configure_tensorflow(threads):
@@ -165,8 +233,11 @@ def configure_tensorflow(threads):
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def open_runner(entry, path, threads):
-    """A runner for one manifest entry at `threads` threads; PipelineError if it cannot load."""
+def open_runner(entry, path, threads, client=None):
+    """A runner for one manifest entry at `threads` threads (through `client`, one of CLIENTS, if given);
+    PipelineError if it cannot load."""
+    if client:
+        return CLIENTS[client](f"{entry['name']}@{client}", path, threads)
     if artifacts.get(entry["name"]).runtime == "tensorflow":
         configure_tensorflow(threads)
     return RUNNERS[entry["format"]](entry["name"], path, threads)

@@ -271,8 +271,9 @@ def bundle(exported, tmp_path_factory):
 
 
 def test_mobile_bundle_contents(bundle, exported):
-    assert sorted(p.name for p in bundle.iterdir()) == sorted(["labels.txt", "model_spec.json",
-                                                               *(r.file for r in BUNDLED.values())])
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(["golden", "labels.txt", "model_spec.json",
+                                                               *(r.file for r in BUNDLED.values()),
+                                                               *(r.ops_config for r in BUNDLED.values() if r.ops_config)])
     spec = json.loads((bundle / "model_spec.json").read_text())
     assert spec["preprocessing"] == "raw RGB 0..255, NHWC, no other preprocessing"
     data = manifest.read(exported)
@@ -289,6 +290,65 @@ def test_mobile_bundle_contents(bundle, exported):
     assert fp16["input"]["shape"] == [1, 32, 32, 3]  # every model a phone gets: batch 1, static
     for key in ("onnx_fp32", "onnx_int8"):
         assert spec["models"][key]["input"]["shape"] == [1, 32, 32, 3], key
+
+
+_MEDIAPIPE_TOP = """
+import json, sys
+import numpy as np
+from PIL import Image
+from pipeline.runtimes import MediaPipeRunner
+runner = MediaPipeRunner("golden", sys.argv[1], 1)
+probs = runner.predict([np.asarray(Image.open(p).convert("RGB")) for p in sys.argv[2:]])
+print(json.dumps({"probs": probs.tolist(), "names": runner.class_names}))
+runner.close()
+"""
+
+
+def _agrees(probs, expected, labels):
+    """The golden contract: the same top-1 label, every listed score within the tolerance."""
+    for p, top in zip(probs, expected["top"]):
+        assert labels[int(np.argmax(p))] == top[0][0], (p, top)
+        for label, score in top:
+            assert abs(p[labels.index(label)] - score) <= expected["score_tolerance"] + 1e-6, (label, p, top)
+
+
+def test_golden_vectors_hold_in_the_clients_apps_use(bundle):
+    """Each golden .png decodes to its .rgb bytes; MediaPipe Tasks (the .tflite files, given the PNGs,
+    in the mobile environment) and a plain onnxruntime session (the .onnx/.ort files, given the .rgb
+    bytes) reproduce every model's expected top-3."""
+    import subprocess
+
+    import onnxruntime as ort
+    from PIL import Image
+
+    from pipeline import mobile_env
+    spec = json.loads((bundle / "model_spec.json").read_text())
+    golden, labels = spec["golden"], (bundle / "labels.txt").read_text().split()
+    assert len(golden["images"]) == 10 and sorted(g["label"] for g in golden["images"]) == sorted(labels)
+    rgb = []
+    for g in golden["images"]:
+        raw = (bundle / g["rgb"]).read_bytes()
+        assert len(raw) == 32 * 32 * 3 and atomic.sha256_file(bundle / g["rgb"]) == g["rgb_sha256"]
+        assert np.asarray(Image.open(bundle / g["png"]).convert("RGB")).tobytes() == raw
+        rgb.append(np.frombuffer(raw, np.uint8).reshape(32, 32, 3))
+    assert set(golden["expected"]) == set(spec["models"])
+    for key, model in spec["models"].items():
+        expected, path = golden["expected"][key], bundle / model["file"]
+        if model["file"].endswith(".tflite"):
+            proc = subprocess.run([str(mobile_env.python()), "-c", _MEDIAPIPE_TOP, str(path),
+                                   *(str(bundle / g["png"]) for g in golden["images"])],
+                                  cwd=ROOT, env=mobile_env.env(), capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            assert out["names"] == labels  # from the file's own metadata
+            probs = np.array(out["probs"])
+        else:
+            opts = ort.SessionOptions()
+            opts.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            probs = np.concatenate([session.run(None, {model["input"]["name"]: x[None].astype(np.float32)})[0]
+                                    for x in rgb])
+        _agrees(probs, expected, labels)
 
 
 def test_mobile_bundle_is_all_or_nothing(exported, tmp_path):

@@ -232,7 +232,7 @@ def test_reexport_writes_the_same_bytes(exported, small_checkpoint, tmp_path):
             assert again[e["name"]] == e["sha256"], e["name"]
     assert [e["name"] for e in m["artifacts"] if not e["deterministic"]] == \
         [name for name in ALL if not ARTIFACTS[name].deterministic] == ["onnx_fp32", "onnx_int8", "onnx_fp32_b1",
-                                                                         "onnx_int8_b1"]
+                                                                         "onnx_int8_b1", "ort_fp32_b1", "ort_int8_b1"]
 
 
 # ---------------------------------------------------------------- failures leave nothing behind

@@ -103,6 +103,9 @@ def main(argv=None):
                                    where=str(run_dir / "config.resolved.json"))
     else:
         cfg = config_mod.from_args(args)
+    if not args.summary:  # a read-only disk or a file in the way of the run folder: before TensorFlow starts
+        from pipeline import atomic
+        atomic.check_writable_dir(run_dir if args.resume else config_mod.project_path(cfg.train.out_dir))
     console.start_tensorflow(args.verbose, (cfg.train.intra_op_threads, cfg.train.inter_op_threads), _virtual_cpus)
 
     if args.summary:

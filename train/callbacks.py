@@ -8,11 +8,19 @@ epoch counts as done only once its checkpoints and history row are on disk.
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import keras
 
 from pipeline import atomic
+from pipeline.errors import PipelineError, first_line
+from train.run_folder import EPOCH_ATTR, backed_up_epochs
+
+
+def weight_bytes(variables):
+    """About what an HDF5 file of these variables takes (float32, plus 1 MB for its layout and config)."""
+    return sum(4 * math.prod(v.shape) for v in variables) + (1 << 20)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -39,6 +47,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             self._swap.set_params(params)
 
     def _save(self, name):
+        atomic.check_free_space(self.run_dir, weight_bytes(self.net.weights), name)
         with atomic.atomic_path(self.run_dir / name, suffix=".h5") as tmp:
             self.net.save(tmp)
 
@@ -144,6 +153,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         import h5py
         os.makedirs(self.backup_dir, exist_ok=True)
+        variables = self.model.weights + self.model.optimizer.variables
+        atomic.check_free_space(self.backup_dir, weight_bytes(variables), "the backup")
         tmp_weights = f"{self._weights_path}.tmp.weights.h5"  # save_weights wants the suffix
         self.model.save_weights(filepath=tmp_weights, overwrite=True)
         with h5py.File(tmp_weights, "a") as f:
@@ -151,7 +162,19 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         os.replace(tmp_weights, self._weights_path)
 
     def _load_model(self):
-        super()._load_model()
+        # A backup of another model: Keras warns once per layer (70 lines), then raises, or for a different
+        # optimizer only warns and trains on with a fresh one. Either way the run cannot continue from it.
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                super()._load_model()
+                why = next((str(w.message) for w in seen if "Skipping" in str(w.message)), None)
+            except ValueError as exc:
+                why = str(exc)
+        if why:
+            raise PipelineError(f"{self._weights_path}: the backup does not fit this run's model and optimizer "
+                                f"({first_line(why, 160)}); remove the backup folder to train the run again from "
+                                "epoch 1")
         epochs = backed_up_epochs(Path(self.backup_dir).parent)
         if epochs:
             self.model._initial_epoch = epochs
@@ -162,18 +185,3 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 self.say(f"restored epoch {epochs}: optimizer step {step}, learning rate {lr:.6g}")
 
 
-EPOCH_ATTR = "cifar_edge_epochs_done"
-
-
-def backed_up_epochs(run_dir):
-    """Epochs the run folder's backup holds (0 if none): where a resume continues from."""
-    import h5py
-    path = Path(run_dir) / "backup" / "latest.weights.h5"
-    if not path.exists():
-        return 0
-    try:
-        with h5py.File(path, "r") as f:
-            return int(f.attrs.get(EPOCH_ATTR, 0))
-    except OSError as exc:
-        from pipeline.errors import PipelineError
-        raise PipelineError(f"{path}: unreadable backup ({exc})") from None

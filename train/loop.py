@@ -26,7 +26,7 @@ from pipeline.model import CLASSES, build_preset
 from pipeline.scoring import score
 from pipeline import recipe as recipe_mod
 from train import budget, report
-from train.run_folder import RUN_KIND, RUN_MARKER, read_marker
+from train.run_folder import RUN_KIND, RUN_MARKER, best_val_accuracy, read_marker
 from train.fused_batchnorm import fuse_batchnorm
 from train.run_lock import run_lock
 from train.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochTimer, Progress, StopAfter,
@@ -229,14 +229,6 @@ def _started_policy(run_dir):
         return None
 
 
-def _best_so_far(run_dir):
-    import json
-    path = run_dir / "best.json"
-    if not path.exists():
-        return -math.inf
-    return float(json.loads(path.read_text())["val_accuracy"])
-
-
 def test_metrics(model, test):
     """Top-1 and per-class accuracy on the test split (no test-time augmentation), by the scorer
     evaluate uses."""
@@ -280,7 +272,7 @@ def run_callbacks(net, run_dir, recipe, steps_per_epoch, n_fit, resume, stop_aft
     if recipe.ema:
         callbacks.append(keras.callbacks.SwapEMAWeights())  # validation on the averaged weights
     return callbacks + [
-        AtomicCheckpoint(net, run_dir, best_so_far=_best_so_far(run_dir) if resume else -math.inf,
+        AtomicCheckpoint(net, run_dir, best_so_far=best_val_accuracy(run_dir) if resume else -math.inf,
                          ema=bool(recipe.ema)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
         Progress(recipe.epochs, steps_per_epoch, recipe.batch_size, n_fit, say=lambda m: say(m, flush=True)),
