@@ -18,7 +18,7 @@ RUNS=(
   "p15-reflect|drop|$PROXY --seed 0 $REFLECT"
   "p15-linear|drop|$PROXY --seed 0 --set train.presets.fast.schedule=\"linear\""
   "p15-b256|drop|$PROXY --seed 0 --batch-size 256 --lr 0.2"
-  "r20-e30|keep|--model resnet20v1 --preset fast --epochs 30 --seed 0"   # the seeds' base model
+  # r20-e30 (--model resnet20v1 --preset fast --epochs 30 --seed 0): promoted to models/resnet20v1
   "p15-base-s1|drop|$PROXY --seed 1"
   "p15-reflect-s1|drop|$PROXY --seed 1 $REFLECT"
   "p15-cutout12|drop|$PROXY --seed 0 --set train.presets.fast.cutout=12"
