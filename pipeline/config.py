@@ -68,7 +68,9 @@ class Recipe:
                                     "to 0), step, or constant", choices=("onecycle", "linear", "step", "constant"))
     steps: list = key([], "step schedule: [[epoch, lr], ...] from that epoch on")
     warmup_frac: float = key(0.15, "one-cycle warm-up share of all steps", low=0, high=1, high_open=True)
-    l2: float = key(5e-4, "L2 penalty on the conv kernels (not on the dense layer, batch norm or biases)", low=0, high=1)
+    l2: float = key(5e-4, "L2 penalty (on the weights l2_scope names)", low=0, high=1)
+    l2_scope: str = key("conv_kernels", "conv_kernels (not the dense layer, batch norm or biases) or all (every "
+                                        "weight)", choices=("conv_kernels", "all"))
     crop: str = key("translate", "random 4-pixel shift: translate (zero padding) or reflect (reflect padding)",
                     choices=("translate", "reflect"))
     cutout: int = key(8, "cutout square side in pixels (0 = off)", low=0, high=32)

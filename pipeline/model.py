@@ -31,25 +31,29 @@ PRESETS = {
 }
 
 
-def _conv_bn(k, x, filters, kernel_size=3, strides=1, activation="relu", batch_norm=True, l2=0.0):
-    """The seed's resnet_layer: conv -> BN -> activation (conv first). `k`: the Keras module."""
+def _conv_bn(k, x, filters, kernel_size=3, strides=1, activation="relu", batch_norm=True, l2=0.0, l2_all=False):
+    """The seed's resnet_layer: conv -> BN -> activation (conv first). `k`: the Keras module. l2_all: the
+    penalty on the bias and BN's scale and offset too (a recipe proxy; the recipe's default is kernels only)."""
     layers = k.layers
+    penalty = (lambda on: k.regularizers.l2(l2) if l2 and on else None)
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
-                      kernel_initializer="he_normal",
-                      kernel_regularizer=k.regularizers.l2(l2) if l2 else None)(x)
+                      kernel_initializer="he_normal", kernel_regularizer=penalty(True),
+                      bias_regularizer=penalty(l2_all))(x)
     if batch_norm:
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(gamma_regularizer=penalty(l2_all), beta_regularizer=penalty(l2_all))(x)
     if activation:
         x = layers.Activation(activation)(x)
     return x
 
 
-def build_resnet(blocks=(3, 3, 2), widths=(32, 64, 128), num_classes=10, l2=0.0,
+def build_resnet(blocks=(3, 3, 2), widths=(32, 64, 128), num_classes=10, l2=0.0, l2_scope="conv_kernels",
                  mean=CIFAR10_MEAN, std=CIFAR10_STD, name="resnet_v1", keras_module=None):
     """ResNet v1: stem conv, stages of basic blocks, 1x1 conv shortcut (no BN) where a stage changes.
 
-    l2: the L2 penalty on the conv kernels (not the dense layer, BN or biases, as in the seed); training passes its recipe's (config Recipe.l2),
-    0 = none (inference, checkpoint loading, QAT). keras_module: Keras 3 (default) or tf_keras, which
+    l2: the L2 penalty; training passes its recipe's (config Recipe.l2 and l2_scope), 0 = none (inference,
+    checkpoint loading, QAT). l2_scope: conv_kernels (as in the seed: not the dense layer, BN or biases)
+    or all (every weight: conv and dense kernels and biases, BN scale and offset). Regularizers add no
+    weights: the architecture is the same either way. keras_module: Keras 3 (default) or tf_keras, which
     tfmot's QAT needs: the same layers in the same order, so weights copy one to one."""
     if keras_module is None:
         import keras as keras_module
@@ -58,21 +62,24 @@ def build_resnet(blocks=(3, 3, 2), widths=(32, 64, 128), num_classes=10, l2=0.0,
     x = layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
     x = layers.Rescaling(scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std)],
                          name="normalize")(x)
-    x = _conv_bn(keras, x, widths[0], l2=l2)
+    everything = l2_scope == "all"
+    x = _conv_bn(keras, x, widths[0], l2=l2, l2_all=everything)
     for stage, (n_blocks, width) in enumerate(zip(blocks, widths)):
         for block in range(n_blocks):
             downsample = stage > 0 and block == 0
             strides = 2 if downsample else 1
-            y = _conv_bn(keras, x, width, strides=strides, l2=l2)
-            y = _conv_bn(keras, y, width, activation=None, l2=l2)
+            y = _conv_bn(keras, x, width, strides=strides, l2=l2, l2_all=everything)
+            y = _conv_bn(keras, y, width, activation=None, l2=l2, l2_all=everything)
             if downsample:
                 x = _conv_bn(keras, x, width, kernel_size=1, strides=strides, activation=None,
-                             batch_norm=False, l2=l2)
+                             batch_norm=False, l2=l2, l2_all=everything)
             x = layers.Activation("relu")(layers.add([x, y]))
     x = layers.AveragePooling2D(pool_size=8)(x)
     x = layers.Flatten()(x)
     # float32 output even under a mixed policy, so softmax and the loss stay exact.
+    dense_penalty = keras.regularizers.l2(l2) if l2 and everything else None
     outputs = layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
+                           kernel_regularizer=dense_penalty, bias_regularizer=dense_penalty,
                            dtype="float32", name=OUTPUT_NAME)(x)
     return keras.Model(inputs, outputs, name=name)
 

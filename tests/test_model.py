@@ -56,6 +56,8 @@ def test_seed_layers(seed):
     regs = [layer.kernel_regularizer for layer in trained.layers if type(layer).__name__ == "Conv2D"]
     assert len(regs) == 19 and all(float(r.l2) == pytest.approx(5e-4) for r in regs)
     assert all(type(layer).__name__ != "Dense" or layer.kernel_regularizer is None for layer in trained.layers)
+    assert all(getattr(layer, "bias_regularizer", None) is None and getattr(layer, "gamma_regularizer", None) is None
+               for layer in trained.layers)  # the default scope: no penalty on biases or batch norm
     # shortcut convs have no BN: each 1x1 conv feeds an Add directly
     for layer in seed.layers:
         if type(layer).__name__ == "Conv2D" and layer.kernel_size == (1, 1):
@@ -109,3 +111,19 @@ def test_data_loader_does_not_import_keras():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
     assert r.returncode == 0, r.stderr
+
+
+def test_l2_on_every_weight_keeps_the_architecture():
+    """l2_scope = "all" (a recipe proxy): a penalty on every kernel, bias and BN scale/offset, and nothing
+    else changes: same parameter count, same layers, loadable as the same preset."""
+    import json
+
+    from pipeline import checkpoint
+    every = build_preset("seed", l2=5e-4, l2_scope="all")
+    assert every.count_params() == 792_330
+    penalised = sum(getattr(layer, attr) is not None for layer in every.layers
+                    for attr in ("kernel_regularizer", "bias_regularizer", "gamma_regularizer", "beta_regularizer")
+                    if hasattr(layer, attr))
+    assert penalised == 19 * 2 + 17 * 2 + 2  # conv kernel + bias, BN gamma + beta, the dense kernel + bias
+    assert checkpoint._signature({"config": json.loads(json.dumps(every.get_config()))}) == \
+        checkpoint._preset_signature("seed")

@@ -188,7 +188,7 @@ def validation(x, y, batch):
 
 def build_trainable(model_preset, recipe, steps_per_epoch, seed=0, steps_per_execution=1, fused_batchnorm=True):
     """(deployable net, compiled training wrapper = augmentation + net): the benchmarks time this too."""
-    net = build_preset(model_preset, l2=recipe.l2)
+    net = build_preset(model_preset, l2=recipe.l2, l2_scope=recipe.l2_scope)
     if fused_batchnorm:
         fuse_batchnorm(net)
     image = keras.Input(shape=net.input_shape[1:], name="image")
