@@ -199,7 +199,8 @@ def charts(result, report_dir):
         if lat is None:  # latency not measured (--no-latency): plot at batch throughput time per image
             lat = 1000 / r["throughput"]["images_per_s"]
         # A legend, not annotations: artifacts with equal accuracy and latency overlap.
-        ax.scatter(lat, r["accuracy"] * 100, s=50, marker="osD^v<>P*X"[i % 10], alpha=0.8, label=r["name"])
+        ax.scatter(lat, r["accuracy"] * 100, s=50, marker="osD^v<>P*X"[i // 10 % 10], color=f"C{i % 10}", alpha=0.8,
+                   label=r["name"])  # colour and marker vary apart: no two of 100 rows look alike
     ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("batch-1 p50 latency, 1 thread (ms)" if result["latency_measured"]
                   else "time per image at batch throughput (ms)")

@@ -125,7 +125,13 @@ def evaluate_client(entry, artifact_row, manifest, images_npy, workdir, ev, late
             continue
         progress(f"  {row['name']}: scoring{' + latency' if latency else ''} in {client}, one image at a time")
         started = time.perf_counter()
-        job = {"kind": "artifact", "entry": entry, "client": client, "path": str(manifest_mod.verify(manifest[0], entry)),
+        try:
+            path = manifest_mod.verify(manifest[0], entry)  # again: the file may have changed since its own row
+        except PipelineError as exc:
+            row.update(status="error", error=str(exc))
+            rows.append((row, None))
+            continue
+        job = {"kind": "artifact", "entry": entry, "client": client, "path": str(path),
                "threads": 1, "images": str(images_npy), "accuracy": True, "flops": False, "batch": 1,
                "predictions": str(workdir / f"{row['name']}.npy"), "warmup_runs": ev.warmup_runs,
                "latency_runs": ev.latency_runs if latency else 0, "profile_runs": 0}
@@ -154,7 +160,7 @@ def _add_peak_share(row, flops, peak, thread_counts):
     A share above 100% would mean the probe missed the CPU's real peak (or the runtime skips work the
     graph states): it is recorded as None with `above_peak`, never printed as a percentage.
     """
-    if not flops or row["status"] != "ok":
+    if not flops or row["status"] != "ok" or row.get("client"):  # a client picks its own threads
         return
     precision = artifacts.of_row(row).compute
     peaks = peak.get(precision) or {}

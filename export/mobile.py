@@ -1,4 +1,5 @@
-"""`python -m export.mobile`: the mobile bundle an Android/iOS app ships, from the export manifest.
+"""`python -m export.mobile`: the mobile bundle an Android/iOS app ships, from the export manifest (and
+the test split, for the golden vectors).
 
     artifacts/mobile/         every model batch 1, static shapes, no runtime-shape op
       model_int8_b1.tflite    full-integer model: uint8 in, uint8 out (the default)
@@ -25,6 +26,7 @@ anything else (other files, a regular file, a symlink) is refused before any wor
 examples/litert_mobile.py runs the bundle exactly as an app does.
 """
 import argparse
+import re
 import shutil
 import time
 from pathlib import Path
@@ -61,11 +63,13 @@ def tensor_spec(model_path):
 
 
 def golden_images(cfg):
-    """(images, labels): the golden vectors' test images, one per class (pipeline.sampling)."""
+    """(images, labels, the test archive's sha256): the golden vectors' test images, one per class
+    (pipeline.sampling), from the test split the config names (the bundle's one input besides the manifest)."""
     from pipeline import evalset, sampling
     test = evalset.load_test(cfg)
     index = sampling.eval_subset(test.labels, GOLDEN)
-    return test.images[index], test.labels[index]
+    source = config.project_path(cfg.data.test)
+    return test.images[index], test.labels[index], atomic.sha256_file(source) if source.is_file() else None
 
 
 def write_golden(folder, images, labels, classes):
@@ -74,7 +78,7 @@ def write_golden(folder, images, labels, classes):
     (folder / "golden").mkdir()
     records = []
     for i, (image, label) in enumerate(zip(images, labels)):
-        stem = f"golden/{i:02d}_{classes[label]}"
+        stem = f"golden/{i:02d}_{re.sub(r'[^A-Za-z0-9_-]', '_', classes[label])[:40]}"  # labels come from the manifest
         Image.fromarray(image).save(folder / f"{stem}.png")
         (folder / f"{stem}.rgb").write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
         records.append({"png": f"{stem}.png", "rgb": f"{stem}.rgb", "label": classes[label],
@@ -104,7 +108,7 @@ def build(manifest_path, out_dir, cfg=None):
     configs = {row.mobile: manifest.verify_ops_config(manifest_path, entries[row.mobile])  # before any work
                for row in MODELS if row.ops_config}
     labels = manifest.read_labels(manifest_path, data)
-    images, image_labels = golden_images(cfg or config.load())
+    images, image_labels, test_sha = golden_images(cfg or config.load())
     spec = {"preprocessing": PREPROCESSING, "resize": RESIZE, "labels": "labels.txt", "num_classes": len(labels),
             "default_model": "int8", "models": {},
             "source": {"manifest_sha256": atomic.sha256_file(manifest_path),
@@ -135,6 +139,7 @@ def build(manifest_path, out_dir, cfg=None):
                    f"must match, each listed score within the model's score_tolerance (labels whose scores are "
                    f"that close may swap places)",
             "images": write_golden(tmp, images, image_labels, labels),
+            "test_data_sha256": test_sha,
             "expected": {row.mobile: expected_top(row, tmp / row.file, images, labels, spec["models"][row.mobile]["output"])
                          for row in MODELS}}
         (tmp / "labels.txt").write_text("\n".join(labels) + "\n")

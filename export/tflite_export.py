@@ -85,8 +85,12 @@ def build(exporter, row, path):
 
 def metadata_info(exporter, row):
     """What the metadata says about this file: who made it from what, and how to feed it."""
-    from importlib.metadata import metadata
-    project = metadata("cifar-edge")
+    from importlib.metadata import PackageNotFoundError, metadata
+    try:
+        project = metadata("cifar-edge")
+    except PackageNotFoundError:
+        raise PipelineError("cifar-edge is not installed in this environment (make venv): the metadata's version "
+                            "and license come from its package metadata") from None
     integer = row.precision == "int8"
     return {
         "name": f"cifar-edge {exporter.preset} {row.precision}",

@@ -124,9 +124,9 @@ def _weights_file(path):
         declared = []
         try:
             with h5py.File(weights, "r") as f:
-                f.visititems(lambda name, obj: declared.append(obj.size * obj.dtype.itemsize)
-                             if isinstance(obj, h5py.Dataset) else None)
-        except (OSError, ValueError) as exc:
+                f.visititems(lambda name, obj: declared.append((obj.size or 0) * obj.dtype.itemsize)
+                             if isinstance(obj, h5py.Dataset) else None)  # size None: an h5py.Empty dataset
+        except (OSError, ValueError, TypeError) as exc:
             raise PipelineError(f"{path}: cannot read its weights ({first_line(exc)})") from None
         if sum(declared) > WEIGHTS_CAP:
             raise PipelineError(f"{path}: its weights declare {sum(declared):,} bytes, over the {WEIGHTS_CAP:,}-byte "

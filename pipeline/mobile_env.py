@@ -26,10 +26,10 @@ def python():
 def env(extra=None):
     """os.environ for a process of the environment: its libusb first on the loader path (the metadata
     writer's native modules link it; requirements-mobile.lock), TensorFlow-side settings left as they are."""
-    lib = str(VENV / "lib")
-    old = os.environ.get("LD_LIBRARY_PATH")
-    return {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{old}" if old else lib, "PYTHONUNBUFFERED": "1",
-            "GLOG_minloglevel": "2", **(extra or {})}  # MediaPipe's C++ INFO lines off
+    base = {**os.environ, **(extra or {})}
+    lib, old = str(VENV / "lib"), base.get("LD_LIBRARY_PATH")
+    return {**base, "LD_LIBRARY_PATH": f"{lib}:{old}" if old else lib, "PYTHONUNBUFFERED": "1",
+            "GLOG_minloglevel": "2"}  # MediaPipe's C++ INFO lines off
 
 
 def run_script(name, args, timeout_s=300):

@@ -78,8 +78,10 @@ def ort_session_options(fmt, threads):
     """onnxruntime SessionOptions for an artifact of format `fmt` (onnx | ort) at `threads` intra-op threads.
     An .ort file's saved runtime optimizations (export.ort_export: its QDQ -> QLinear* and Conv + Relu
     fusions) are replayed, as the phone app does: without them its int8 model runs as float Conv between
-    Q/DQ pairs. onnxruntime replays them only when asked, "for trusted models": ours is sha256-checked
-    against the manifest and graph_ops.check_ort has checked the ops the replay creates."""
+    Q/DQ pairs. onnxruntime replays them only when asked, "for trusted models". The sha256 check only ties
+    the file to its manifest (which whoever swaps a file can rewrite too): what guards the replay is
+    graph_ops.check_ort, which refuses any op off the allowlist, the replay's own included; a malformed
+    replay record could still crash onnxruntime, in the worker process evaluate runs it in."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

@@ -129,8 +129,31 @@ def test_keras_weights_are_read_to_a_cap_and_declared_sizes_are_checked(tmp_path
     with pytest.raises(PipelineError, match=r"huge.h5: its weights declare 1,60\d,\d{3},\d{3} bytes, over the "
                                             r"67,108,864-byte cap; refused before reading them$"):
         checkpoint.load(h5)
+    # an empty dataset (h5py.Empty) has no size: counted as 0 bytes (it was a TypeError, "internal error");
+    # Keras then ignores the group no layer owns
+    empty = resnet_file(tmp_path / "empty.h5")
+    with h5py.File(empty, "a") as f:
+        f["model_weights"].create_dataset("extra/kernel:0", data=h5py.Empty("f"))
+    assert checkpoint.load(empty)[1] == "resnet20v1"
     model, preset = checkpoint.load(real)  # a real .keras still loads
     assert preset == "resnet20v1"
+
+
+def test_resume_refuses_a_fifo_in_the_run_folder_without_waiting(tmp_path):
+    """A FIFO for run.json, best.json or history.csv would block a plain read forever."""
+    import os
+    import subprocess
+    import sys
+    for name in ("run.json", "best.json", "history.csv"):
+        run = tmp_path / name.replace(".", "_")
+        run.mkdir()
+        if name != "run.json":  # a real run's marker and config (a finished proxy's, without its metrics.json)
+            for part in ("run.json", "config.resolved.json"):
+                (run / part).write_bytes((ROOT / "models" / "candidates" / "p15-base" / part).read_bytes())
+        os.mkfifo(run / name)
+        proc = subprocess.run([sys.executable, "-m", "train", "--resume", str(run)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode != 0 and proc.stderr.startswith("error: ") and name in proc.stderr, proc.stderr
 
 
 # ---------------------------------------------------------------- 6. archives are decoded as they are read

@@ -14,8 +14,10 @@ BACKUP = Path("backup") / "latest.weights.h5"
 
 
 def _read_json(path, what):
+    from pipeline import atomic
     try:
-        return json.loads(path.read_text())
+        with atomic.open_regular(path) as f:  # a FIFO would block forever: refused unread
+            return json.loads(f.read().decode())
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested 200,000 deep
         raise PipelineError(f"{path}: unreadable {what} ({first_line(exc)})") from None
 
@@ -79,6 +81,8 @@ def check_resumable(run_dir):
     history = run_dir / "history.csv"  # trimmed to the backup's epochs, then appended to: read as text
     try:
         if history.exists():
-            history.read_text()
+            from pipeline import atomic
+            with atomic.open_regular(history) as f:
+                f.read().decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{history}: unreadable training history ({first_line(exc)})") from None
