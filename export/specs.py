@@ -18,9 +18,10 @@ def _onnx(path):
 
 
 def _ort(path):
-    """An .ort file is a flatbuffer the onnx package cannot read: its I/O as onnxruntime reports them."""
-    import onnxruntime as ort
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """An .ort file is a flatbuffer the onnx package cannot read: its I/O as onnxruntime reports them, in the
+    session predict and evaluate make (its ops checked first, its saved optimizations replayed)."""
+    from pipeline.runtimes import OrtRunner
+    session = OrtRunner("spec", path, 1).session
     dtypes = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
 
     def spec(v):
