@@ -1,6 +1,6 @@
 """Training throughput of the `seed` model on this CPU: precision x batch x threads x input feed, one run.
 
-  python benchmarks/train_speed.py                      # the CPU table -> benchmarks/results/train_cpu.md
+  python benchmarks/train_speed.py                      # this CPU's table -> benchmarks/results/train_cpu_<cpu>.md
   python benchmarks/train_speed.py --steps 6 --quick    # a short look (fewer variants and steps)
 
 Each variant runs in its own process (TensorFlow's thread pools are fixed at start-up) and
@@ -35,6 +35,8 @@ VARIANTS = {
     "fp32 b512 unfused BN":       dict(_BASE, policy="float32", fused=False),
     "fp32 b512":                  dict(_BASE, policy="float32"),
     "fp32 b512 default threads":  dict(_BASE, policy="float32", inter=0),
+    "fp32 b256":                  dict(_BASE, policy="float32", batch=256),   # batch size where bf16 is not native
+    "fp32 b1024":                 dict(_BASE, policy="float32", batch=1024),
     "bf16 b256":                  dict(_BASE, batch=256),
     "bf16 b512 (default)":        dict(_BASE),
     "bf16 b1024":                 dict(_BASE, batch=1024),
@@ -109,12 +111,38 @@ def one_variant(v, steps, warmup=3):
     return {"images_per_s": n / seconds, "step_s": seconds / steps}
 
 
+def cpu_slug():
+    """vendor-family-model of this CPU, e.g. amd-f26-m2 or intel-f6-m106: one results file per CPU seen
+    (a VM's model name alone, "AMD EPYC", does not tell a Zen 4 from a Zen 5)."""
+    info = {}
+    for line in open("/proc/cpuinfo"):
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    vendor = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(info.get("vendor_id"), platform.machine())
+    return f"{vendor}-f{info.get('cpu family', 'x')}-m{info.get('model', 'x')}"
+
+
+def auto_check(rows):
+    """What `train.mixed_precision = "auto"` picks on this CPU against the faster of the float32 and bf16
+    default-recipe variants measured in this run (None when the run did not time both)."""
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # the variants' backend (set before Keras is imported)
+    from train.loop import policy_for
+    measured = {VARIANTS[n]["policy"]: r["images_per_s"] for n, r in rows if n in ("fp32 b512", "bf16 b512 (default)")}
+    if len(measured) < 2:
+        return None
+    picked, fastest = policy_for("auto"), max(measured, key=measured.get)
+    return (f"`train.mixed_precision = \"auto\"` picks **{picked}** on this CPU; measured here at batch 512 with "
+            f"the fused batch norm: float32 {measured['float32']:.0f} img/s, mixed_bfloat16 "
+            f"{measured['mixed_bfloat16']:.0f} img/s, so the fastest is {fastest}: "
+            + ("auto picks it." if picked == fastest else "**auto does not pick it.**"))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant (after a 3-step warm-up)")
     p.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     p.add_argument("--only", action="append", help="run only this variant (repeatable)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_cpu.md"))
+    p.add_argument("--out", default=None, help="default: benchmarks/results/train_cpu_<cpu>.md, one file per CPU")
     p.add_argument("--_one", help=argparse.SUPPRESS)
     p.add_argument("--_peak", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -149,7 +177,7 @@ def main():
     flags = open("/proc/cpuinfo").read()
     isa = ", ".join(f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags)
     lines = [f"## CPU training throughput ({time.strftime('%Y-%m-%d')})", "",
-             f"Command: `python benchmarks/train_speed.py --steps {args.steps}`. Machine: {cpu}, "
+             f"Command: `python benchmarks/train_speed.py --steps {args.steps}`. Machine: {cpu} ({cpu_slug()}), "
              f"{os.cpu_count()} cores ({isa}). Model `seed` (792,330 params), recipe `fast`, TensorFlow backend; "
              f"{args.steps} timed steps per variant (first step's start to last step's end) after a 3-step warm-up, "
              "each variant in its own process.",
@@ -166,6 +194,10 @@ def main():
                      f"| {ips:.0f} | {EPOCH_IMAGES / ips:.0f} | {ips / base:.2f} | "
                      f"{ips * TRAIN_FLOP_PER_IMAGE / 1e9 / peaks['float32']:.0%} | "
                      f"{ips * TRAIN_FLOP_PER_IMAGE / 1e9 / peaks['bfloat16' if 'bfloat16' in v['policy'] else 'float32']:.0%} |")
+    check = auto_check(rows)
+    if check:
+        lines += ["", check]
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"train_cpu_{cpu_slug()}.md")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
