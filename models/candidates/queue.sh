@@ -23,7 +23,7 @@ RUNS=(
   "p15-reflect-s1|drop|$PROXY --seed 1 $REFLECT"
   # The next reference: the fast recipe unchanged (reflect padding: 87.76 / 87.16% over two seeds against
   # 87.40 / 87.32% for translate, no difference), 120 epochs from benchmarks/accuracy_vs_epochs.py.
-  "ref-e120|keep|--preset fast --epochs 120 --seed 0"
+  # ref-e120 (--preset fast --epochs 120 --seed 0): promoted to models/reference
   "p15-cutout12|drop|$PROXY --seed 0 --set train.presets.fast.cutout=12"
   "p15-ls02|drop|$PROXY --seed 0 --set train.presets.fast.label_smoothing=0.2"
   "p15-wd-all|drop|$PROXY --seed 0 --set train.presets.fast.l2_scope=\"all\""
