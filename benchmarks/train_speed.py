@@ -114,10 +114,8 @@ def one_variant(v, steps, warmup=3):
 def cpu_slug():
     """vendor-family-model of this CPU, e.g. amd-f26-m2 or intel-f6-m106: one results file per CPU seen
     (a VM's model name alone, "AMD EPYC", does not tell a Zen 4 from a Zen 5)."""
-    info = {}
-    for line in open("/proc/cpuinfo"):
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
+    from pipeline import machine
+    info = machine._cpuinfo()  # the project's one /proc/cpuinfo reader (first value per key)
     vendor = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(info.get("vendor_id"), platform.machine())
     return f"{vendor}-f{info.get('cpu family', 'x')}-m{info.get('model', 'x')}"
 
