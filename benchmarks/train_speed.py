@@ -2,6 +2,8 @@
 
   python benchmarks/train_speed.py                      # this CPU's table -> benchmarks/results/train_cpu_<cpu>.md
   python benchmarks/train_speed.py --steps 6 --quick    # a short look (fewer variants and steps)
+  python benchmarks/train_speed.py --max-isa AVX512_CORE_VNNI   # oneDNN limited to Ice Lake's instructions
+                                                        # (no bf16): -> train_cpu_<cpu>-isa-avx512_core_vnni.md
 
 Each variant runs in its own process (TensorFlow's thread pools are fixed at start-up) and
 times `steps` training steps of the product's own training model (train.loop.build_trainable:
@@ -68,6 +70,29 @@ def peak_gflops(dtype, seconds=1.5, n=2048):
         mm(a).numpy()
         runs += 1
     return 2 * n ** 3 * runs / (time.perf_counter() - t0) / 1e9
+
+
+def onednn_isa():
+    """The instruction set oneDNN says it dispatches to in this process (its verbose `info,cpu,isa` line),
+    after one small bf16 convolution."""
+    os.environ["ONEDNN_VERBOSE"] = "1"
+    tf = _setup_tf(0, 0)
+    import contextlib
+    import tempfile
+    with tempfile.TemporaryFile("w+") as log:
+        saved = os.dup(1)
+        os.dup2(log.fileno(), 1)  # oneDNN prints to the C stdout
+        try:
+            x = tf.cast(tf.ones((1, 8, 8, 16)), tf.bfloat16)
+            tf.nn.conv2d(x, tf.cast(tf.ones((3, 3, 16, 16)), tf.bfloat16), 1, "SAME").numpy()
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        lines = [l for l in log.read().splitlines() if ",info,cpu,isa:" in l]
+    return lines[0].split("isa:", 1)[1].strip() if lines else "not reported"
 
 
 def one_variant(v, steps, warmup=3):
@@ -141,7 +166,11 @@ def main():
     p.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     p.add_argument("--only", action="append", help="run only this variant (repeatable)")
     p.add_argument("--out", default=None, help="default: benchmarks/results/train_cpu_<cpu>.md, one file per CPU")
+    p.add_argument("--max-isa", default=None, metavar="ONEDNN_ISA",
+                   help="cap oneDNN's instruction set (ONEDNN_MAX_CPU_ISA), e.g. AVX512_CORE_VNNI: this CPU "
+                        "without its bf16 instructions; the run fails unless oneDNN reports the cap")
     p.add_argument("--_one", help=argparse.SUPPRESS)
+    p.add_argument("--_isa", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--_peak", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._one:
@@ -150,6 +179,11 @@ def main():
     if args._peak:
         print(json.dumps(peak_gflops(args._peak)))
         return
+    if args._isa:
+        print(json.dumps(onednn_isa()))
+        return
+    if args.max_isa:  # every variant's process inherits it; native_bf16() (so `auto`) reads it too
+        os.environ["ONEDNN_MAX_CPU_ISA"] = args.max_isa
 
     def child(*extra):
         out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), *extra], cwd=ROOT,
@@ -160,6 +194,12 @@ def main():
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         sys.exit(f"error: unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    onednn = child("--_isa")
+    from pipeline import machine
+    if args.max_isa and not machine.native_bf16() and "bfloat16" in onednn.lower():  # the cap did not take
+        sys.exit(f"error: --max-isa {args.max_isa}: oneDNN still reports {onednn!r}; is the name one of oneDNN's "
+                 "(e.g. AVX512_CORE_VNNI, AVX2)?")
+    print(f"oneDNN: {onednn}", flush=True)
     peaks = {dt: child("--_peak", dt) for dt in ("float32", "bfloat16")}
     print(f"matmul peak (all cores): float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s",
           flush=True)
@@ -171,12 +211,16 @@ def main():
         print(f"{name:28s} {r['images_per_s']:7.0f} img/s  {EPOCH_IMAGES / r['images_per_s']:6.0f} s/epoch  "
               f"({time.perf_counter() - t0:.0f}s)", flush=True)
     base = rows[0][1]["images_per_s"]
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
-    flags = open("/proc/cpuinfo").read()
-    isa = ", ".join(f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags)
+    described = machine.describe()
+    cpu = described["cpu"]
+    isa = ", ".join(f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16") if f in described["isa_flags"])
+    cap = machine.onednn_isa_cap()
+    capped = f" under `ONEDNN_MAX_CPU_ISA={cap}`" if cap else ""
     lines = [f"## CPU training throughput ({time.strftime('%Y-%m-%d')})", "",
-             f"Command: `python benchmarks/train_speed.py --steps {args.steps}`. Machine: {cpu} ({cpu_slug()}), "
-             f"{os.cpu_count()} cores ({isa}). Model `seed` (792,330 params), recipe `fast`, TensorFlow backend; "
+             f"Command: `python benchmarks/train_speed.py --steps {args.steps}"
+             + (f" --max-isa {args.max_isa}" if args.max_isa else "") + f"`. Machine: {cpu} ({cpu_slug()}), "
+             f"{described['cores']} cores ({isa}). oneDNN's instruction set{capped}, as it reports it: {onednn}. "
+             "Model `seed` (792,330 params), recipe `fast`, TensorFlow backend; "
              f"{args.steps} timed steps per variant (first step's start to last step's end) after a 3-step warm-up, "
              "each variant in its own process.",
              f"Matmul peak measured in the same run (2048x2048, all cores): float32 {peaks['float32']:.0f} GFLOP/s, "
@@ -195,7 +239,8 @@ def main():
     check = auto_check(rows)
     if check:
         lines += ["", check]
-    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"train_cpu_{cpu_slug()}.md")
+    suffix = f"-isa-{args.max_isa.lower()}" if args.max_isa else ""
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"train_cpu_{cpu_slug()}{suffix}.md")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

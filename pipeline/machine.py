@@ -44,9 +44,25 @@ def describe():
             "os": platform.platform(), "python": platform.python_version(), "libraries": versions}
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA, the older DNNL_MAX_CPU_ISA) that still include bf16
+# dot products; below them (AVX512_CORE_VNNI, Ice Lake's set, and under) its bf16 kernels emulate on
+# float32 FMAs (`jit_bf16:avx512_core`), as on a CPU without the instructions.
+_BF16_ISA_CAPS = ("DEFAULT", "ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10")
+
+
+def onednn_isa_cap():
+    """The ISA cap this process's oneDNN runs under, upper-cased, or None."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap and cap.strip() else None
+
+
 def native_bf16():
-    """Whether this CPU computes bfloat16 dot products in hardware (oneDNN uses them)."""
+    """Whether oneDNN computes bfloat16 dot products in hardware here: the CPU has them (AVX512-BF16 or
+    AMX) and no ISA cap hides them."""
     flags = set((_cpuinfo().get("flags") or "").split())
+    cap = onednn_isa_cap()
+    if cap and not cap.startswith(_BF16_ISA_CAPS):
+        return False
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 

@@ -283,6 +283,29 @@ def test_a_run_resumed_on_a_cpu_without_native_bf16_continues_in_float32(tmp_pat
     assert history(run)["epoch"] == [0.0, 1.0]
 
 
+@pytest.mark.parametrize("flags, cap, native", [
+    ("avx512f avx512_vnni avx512_bf16", None, True),               # Zen 4 / Zen 5
+    ("avx512f avx512_vnni", None, False),                          # Ice Lake Xeon
+    ("avx512f avx512_vnni avx512_bf16", "avx512_core_vnni", False),  # Zen 5 capped to Ice Lake's set
+    ("avx512f avx512_vnni avx512_bf16", "AVX512_CORE_BF16", True),
+    ("avx512f avx512_vnni avx512_bf16 amx_bf16", "AVX512_CORE_AMX", True),
+    ("avx512f avx512_vnni", "DEFAULT", False),                     # a cap never adds instructions
+])
+def test_auto_precision_follows_the_cpu_and_onednn_isa_cap(flags, cap, native, monkeypatch):
+    """`auto` is mixed_bfloat16 only where oneDNN really runs bf16 dot products: under ONEDNN_MAX_CPU_ISA below
+    AVX512_CORE_BF16 its bf16 kernels emulate on float32 FMAs, as on a CPU without the instructions."""
+    from pipeline import machine
+    from train.loop import policy_for
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: {"flags": flags})
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert machine.native_bf16() is native
+    assert policy_for("auto") == ("mixed_bfloat16" if native else "float32")
+
+
 def test_resuming_a_finished_run_is_refused_and_leaves_it_as_it_was(train_runs, tmp_path):
     """A finished run has no backup: a resume would start again at epoch 1 and overwrite its history."""
     import shutil
