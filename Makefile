@@ -1,4 +1,5 @@
-# make test                      unit tests (sets up .venv on first use)
+# make test                      unit tests (sets up .venv on first use), under 8 minutes on 2 cores
+# make test-training             the tests that fit models for real (CI runs both)
 # make export evaluate           the CPU main job: export the committed reference model, evaluate every artifact
 # make train export evaluate     the whole pipeline (training takes hours on 2 CPU cores; ARGS="--time-budget 90m")
 # Every target depends on the virtual environments it needs, so there is no separate install step.
@@ -12,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 
 MOBILE_VENV := .venv-mobile
 
-.PHONY: venv venv-mobile train export evaluate gate gate-resnet20v1 mobile mobile-parity test clean
+.PHONY: venv venv-mobile train export evaluate gate gate-resnet20v1 mobile mobile-parity test test-training clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -65,6 +66,10 @@ gate-resnet20v1: venv venv-mobile
 
 test: venv venv-mobile
 	$(PYTHON) -m pytest
+
+# The tests that fit models for real (marked `training`; `make test` leaves them out): CI runs them too.
+test-training: venv venv-mobile
+	$(PYTHON) -m pytest -m training
 
 clean:
 	rm -rf artifacts artifacts-resnet20v1 .cache .pytest_cache

@@ -70,6 +70,7 @@ def logs(out):
     return "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}" for f in sorted(out.glob("log_*.txt")))
 
 
+@pytest.mark.training
 def test_two_processes_train_like_one(tmp_path):
     port = free_port()
     cluster = dict(KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",

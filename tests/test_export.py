@@ -377,6 +377,7 @@ def test_unknown_format_is_refused(small_checkpoint, tmp_path):
 
 # ---------------------------------------------------------------- QAT on a tiny budget
 
+@pytest.mark.training
 def test_qat_int8_on_a_tiny_budget(qat_export):
     """The mechanism only: seconds of fine-tuning cannot settle the fake-quant ranges, so no parity gate.
     The session's one QAT export (tests/conftest.py: qat_export; tests/test_qat.py checks its fine-tune)."""

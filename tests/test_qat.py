@@ -61,6 +61,7 @@ def test_a_budget_shorter_than_tracing_runs_one_step():
     assert r["steps"] == r["planned_steps"] == 1 and r["stopped_by"] == "deadline" and r["step_seconds"] is None
 
 
+@pytest.mark.training
 def test_qat_export_fine_tunes_with_the_recipe(qat_export):
     """The session's one QAT export (tests/conftest.py: qat_export, a tiny ResNet on the calibration images;
     tests/test_export.py checks its artifact), with a spy on the recipe's augmentation while it ran."""

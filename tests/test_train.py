@@ -128,6 +128,7 @@ def _kill_after_first_epoch(proc, run):
     proc.wait()
 
 
+@pytest.mark.training
 def test_a_killed_run_copied_elsewhere_resumes_with_the_same_schedule(tmp_path, tmp_path_factory):
     """kill -9 after epoch 1, copy the folder to another path, drop the original and point the data
     source nowhere: the copy resumes from its backup (data found by its sha256 in the decoded cache),
@@ -182,6 +183,7 @@ def test_resume_refuses_recipe_flags_and_folders_that_are_not_runs(train_runs, t
     assert [p.name for p in fake.iterdir()] == ["config.resolved.json"]  # nothing written
 
 
+@pytest.mark.training
 def test_time_budget_sizes_the_run_and_stop_after_ends_a_stretch(tmp_path, tmp_path_factory):
     from pipeline import config
     from train import budget as budget_mod
@@ -236,6 +238,7 @@ def test_data_parallel_over_two_virtual_devices(train_runs, backend):
     assert loss[-1] < loss[0], loss
 
 
+@pytest.mark.training
 def test_ema_checkpoints_hold_the_averaged_weights(tmp_path, calibration):
     """With EMA on, last.h5 (and best.h5) are the averaged weights, which fit leaves in the model at the
     end; the raw weights the optimizer steps on differ from them."""
@@ -257,6 +260,7 @@ def test_ema_checkpoints_hold_the_averaged_weights(tmp_path, calibration):
     assert not all(np.allclose(a, b) for a, b in zip(saved, raw[-1]))
 
 
+@pytest.mark.training
 def test_a_run_resumed_on_a_cpu_without_native_bf16_continues_in_float32(tmp_path, monkeypatch):
     """The first stretch trains in mixed_bfloat16 (a CPU with AVX512-BF16), the resume lands on one without
     (the Intel Xeon): `auto` picks float32 there, says so, and the run ends with every epoch once; the
