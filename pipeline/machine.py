@@ -33,9 +33,14 @@ def _cpuinfo():
     return info
 
 
+def _flags(info):
+    """The CPU's feature flags from a _cpuinfo() dict (x86 "flags", Arm "Features")."""
+    return set((info.get("flags") or info.get("Features") or "").split())
+
+
 def describe():
     info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
+    flags = _flags(info)
     versions = library_versions()
     return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
             "cores": cores(), "logical_cpus_host": os.cpu_count(), "machine": platform.machine(),
@@ -59,11 +64,10 @@ def onednn_isa_cap():
 def native_bf16():
     """Whether oneDNN computes bfloat16 dot products in hardware here: the CPU has them (AVX512-BF16 or
     AMX) and no ISA cap hides them."""
-    flags = set((_cpuinfo().get("flags") or "").split())
     cap = onednn_isa_cap()
     if cap and not cap.startswith(_BF16_ISA_CAPS):
         return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(_flags(_cpuinfo()) & {"avx512_bf16", "amx_bf16"})
 
 
 def library_versions(names=LIBRARIES):
@@ -79,7 +83,7 @@ def library_versions(names=LIBRARIES):
 
 def isa_for(precision):
     """The instruction set a runtime's fp32 or int8 kernels use on this CPU (best first), for reports."""
-    flags = set((_cpuinfo().get("flags") or _cpuinfo().get("Features") or "").split())
+    flags = _flags(_cpuinfo())
     table = {"fp32": (("avx512f", "AVX-512 FMA"), ("fma", "AVX2 FMA"), ("asimd", "NEON"), ("sse4_2", "SSE")),
              "int8": (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"),
                       ("avx512bw", "AVX-512BW (no VNNI)"), ("avx2", "AVX2 (no VNNI)"), ("asimd", "NEON"))}
