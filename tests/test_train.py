@@ -310,6 +310,22 @@ def test_auto_precision_follows_the_cpu_and_onednn_isa_cap(flags, cap, native, m
     assert policy_for("auto") == ("mixed_bfloat16" if native else "float32")
 
 
+def test_train_speed_refuses_an_isa_cap_onednn_did_not_take(tmp_path):
+    """A misspelt --max-isa would time the uncapped CPU under a capped file name: the benchmark reads back the
+    instruction set oneDNN reports, stops with one line and writes no table."""
+    from pipeline import machine
+    if not machine.native_bf16():
+        pytest.skip("this CPU has no bf16: a cap oneDNN ignores reads back the same as one it applies")
+    table = tmp_path / "table.md"
+    proc = subprocess.run([sys.executable, "benchmarks/train_speed.py", "--max-isa", "AVX512_CORE_VNNY", "--quick",
+                           "--steps", "1", "--out", str(table)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --max-isa AVX512_CORE_VNNY: oneDNN still reports "), lines
+    assert not table.exists()
+
+
 def test_resuming_a_finished_run_is_refused_and_leaves_it_as_it_was(train_runs, tmp_path):
     """A finished run has no backup: a resume would start again at epoch 1 and overwrite its history."""
     import shutil
